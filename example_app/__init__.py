@@ -1,0 +1,1 @@
+"""A small app that shows flask-evstream: a clock, a typewriter chat and job progress."""

@@ -1,0 +1,21 @@
+"""Server-Sent Events for Flask: ``@sse_route`` streams a sync generator as a
+correct ``text/event-stream`` response, served by gunicorn's gevent worker."""
+
+from __future__ import annotations
+
+from .decorator import sse_route
+from .event import Event
+from .extension import EvStream
+from .helpers import last_event_id
+from .response import end_streams, live_streams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "EvStream",
+    "Event",
+    "end_streams",
+    "last_event_id",
+    "live_streams",
+    "sse_route",
+]

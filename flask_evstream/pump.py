@@ -1,0 +1,245 @@
+"""Run a stream's iterable in its own greenlet (or thread) and buffer its output.
+
+The WSGI server iterates the response body in the request's own greenlet or
+thread; it can only write when that iteration returns a chunk. To write
+heartbeats while the user's generator is blocked, and to notice a closed
+connection while it is blocked, the generator runs apart, in a
+:class:`Pump`, and the body (:mod:`flask_evstream.stream`) takes what it has
+produced, waiting at most one heartbeat interval.
+
+Under gevent (monkey-patched, as gunicorn's gevent worker does) the pump is a
+greenlet, and :meth:`Pump.close` kills it: the generator is interrupted where
+it blocks, its ``finally`` blocks run, and nothing outlives the request.
+Under threads (``flask run``, gunicorn's ``gthread`` worker) a thread cannot
+be interrupted, so a generator blocked in a call is closed when that call
+returns and the generator next yields.
+
+Output is coalesced: events ready together leave in one write. The pump
+hands control to the writer after an event that followed a pause
+(``SLOW_GAP``), so the events of a slow producer leave at once even when it
+computes without blocking, and it waits when ``max_buffer`` bytes are pending
+(a slow client holds back its own generator, not the worker's memory).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import sys
+import threading
+import time
+import typing as t
+
+from .event import encode_item, takes_id
+
+__all__ = ["Pump", "uses_gevent"]
+
+#: An event that comes this long (seconds) after the previous one is from a
+#: slow producer: hand it to the writer at once instead of batching.
+SLOW_GAP = 0.001
+
+#: How long :meth:`Pump.close` waits for a killed greenlet's ``finally``.
+CLOSE_TIMEOUT = 5.0
+
+
+def uses_gevent() -> bool:
+    """Return whether this process runs under gevent's monkey-patched threading."""
+    monkey = sys.modules.get("gevent.monkey")
+    return monkey is not None and bool(monkey.is_module_patched("threading"))
+
+
+class Pump:
+    """Iterate ``iterable`` apart from the request and buffer encoded events.
+
+    :param iterable: what the view returned.
+    :param logger: where an exception from the iterable is logged.
+    :param max_buffer: bytes pending before the producer waits for the writer.
+    :param first_id: with ``ids``, the id of the first numbered event, or
+        ``None`` to leave ids alone.
+    """
+
+    def __init__(
+        self,
+        iterable: t.Iterable[t.Any],
+        *,
+        logger: logging.Logger,
+        max_buffer: int,
+        first_id: int | None = None,
+    ) -> None:
+        self._iterable = iterable
+        self._logger = logger
+        self._max_buffer = max_buffer
+        self._next_id = first_id
+        self._cond = threading.Condition(threading.Lock())
+        self._buffer: list[bytes] = []
+        self._size = 0
+        self._reader_waiting = False
+        self._writer_waiting = False
+        self._started = False  # first item produced, or finished
+        self._produced = False
+        self._committed = False  # the response has started: errors are logged
+        self._closed = False
+        #: True once the iterable is exhausted, failed or was closed.
+        self.done = False
+        #: The exception the iterable raised, if it did.
+        self.error: BaseException | None = None
+        self._gevent = uses_gevent()
+        self._worker: t.Any = None
+
+    def start(self) -> None:
+        """Start iterating in a new greenlet (gevent) or daemon thread.
+
+        The iterable runs in a copy of the caller's context, so Flask's
+        request and app context (``request``, ``session``, ``g``,
+        ``current_app``) are what they were in the view.
+        """
+        run = contextvars.copy_context().run
+        if self._gevent:
+            import gevent
+
+            self._worker = gevent.spawn(run, self._run)
+        else:
+            self._worker = threading.Thread(
+                target=run, args=(self._run,), name="evstream-pump", daemon=True
+            )
+            self._worker.start()
+
+    def wait_started(self, timeout: float) -> bool:
+        """Wait until the first item is buffered or the iterable ended.
+
+        :return: whether that happened within ``timeout`` seconds.
+        """
+        with self._cond:
+            if not self._started:
+                self._reader_waiting = True
+                self._cond.wait_for(lambda: self._started, timeout)
+                self._reader_waiting = False
+            return self._started
+
+    def commit(self) -> BaseException | None:
+        """Mark the response as started and return an early error, if any.
+
+        An exception the iterable raised before producing anything, while
+        the view was still waiting in :meth:`wait_started`, is not logged
+        but returned here, so that the view can raise it and Flask answers
+        with the matching error response (``abort(403)`` gives 403). After
+        this call, exceptions are logged and end the stream.
+        """
+        with self._cond:
+            self._committed = True
+            if self.error is not None and not self._produced:
+                return self.error
+            return None
+
+    def _run(self) -> None:
+        cond = self._cond
+        buffer = self._buffer
+        last = time.monotonic()
+        iterator = None
+        try:
+            iterator = iter(self._iterable)
+            for item in iterator:
+                if self._next_id is not None and takes_id(item):
+                    chunk = encode_item(item, self._next_id)
+                    self._next_id += 1
+                else:
+                    chunk = encode_item(item)
+                if not chunk:
+                    continue
+                now = time.monotonic()
+                with cond:
+                    if self._closed:
+                        break
+                    buffer.append(chunk)
+                    self._size += len(chunk)
+                    self._started = self._produced = True
+                    if self._reader_waiting:
+                        cond.notify()
+                    while self._size >= self._max_buffer and not self._closed:
+                        self._writer_waiting = True
+                        cond.wait()
+                        self._writer_waiting = False
+                if now - last >= SLOW_GAP:
+                    time.sleep(0)  # let the writer send it now
+                last = now
+        except Exception as e:
+            with cond:
+                self.error = e
+                early = not self._committed and not self._produced
+            if not early:
+                self._logger.error(
+                    "Exception in event stream %r; the stream ends.",
+                    getattr(self._iterable, "__qualname__", self._iterable),
+                    exc_info=True,
+                )
+        finally:
+            try:
+                close = getattr(iterator if iterator is not None else self._iterable, "close", None)
+                if close is not None:
+                    close()
+            except Exception:
+                self._logger.error("Exception while closing event stream", exc_info=True)
+            finally:
+                with cond:
+                    self.done = True
+                    self._started = True
+                    cond.notify_all()
+
+    def take(self, timeout: float | None) -> bytes | None:
+        """Return everything buffered as one chunk, waiting up to ``timeout``.
+
+        :return: the pending bytes; ``None`` when ``timeout`` passed with
+            nothing to send; ``b""`` when the iterable has ended and all was
+            taken.
+        """
+        with self._cond:
+            if not self._buffer and not self.done and not self._closed:
+                self._reader_waiting = True
+                self._cond.wait(timeout)
+                self._reader_waiting = False
+            if self._buffer:
+                chunk = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
+                self._buffer.clear()
+                self._size = 0
+                if self._writer_waiting:
+                    self._cond.notify()
+                return chunk
+            if self.done or self._closed:
+                return b""
+            return None
+
+    def end(self) -> None:
+        """End the stream soon: :meth:`take` returns what is pending, then ``b""``.
+
+        Safe to call from any greenlet or thread; :meth:`close` still has to
+        be called to stop the iterable.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """Stop the iterable and release it.
+
+        Under gevent the greenlet is killed where it waits and this returns
+        once its ``finally`` blocks ran (at most :data:`CLOSE_TIMEOUT`).
+        Under threads the thread is told to stop and closes the iterable at
+        its next item.
+        """
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        worker = self._worker
+        if worker is None:
+            close = getattr(self._iterable, "close", None)
+            if close is not None:
+                close()
+            return
+        if self._gevent and not worker.dead:
+            worker.kill(block=True, timeout=CLOSE_TIMEOUT)
+            if not worker.dead:
+                self._logger.warning(
+                    "Event stream %r did not stop within %s s of being closed",
+                    self._iterable,
+                    CLOSE_TIMEOUT,
+                )

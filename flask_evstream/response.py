@@ -1,0 +1,203 @@
+"""The streaming response: headers, the WSGI body, heartbeats and cleanup.
+
+Headers are fixed once the body starts: set cookies and write the session in
+the view before the stream starts, not in the generator.
+"""
+
+from __future__ import annotations
+
+import typing as t
+
+from flask import Response, current_app, request
+from flask.globals import request_ctx
+
+from .event import HEARTBEAT, OPEN, retry_line
+from .extension import FROM_CONFIG, settings_for
+from .helpers import last_event_id
+from .pump import Pump
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+
+__all__ = ["EventStream", "stream_response", "live_streams", "end_streams", "HEADERS"]
+
+#: The headers of every stream response. ``Cache-Control`` forbids storing
+#: and transforming (compressing proxies buffer); ``X-Accel-Buffering`` turns
+#: off nginx's proxy buffering for this response. No hop-by-hop headers
+#: (``Connection``, ``Transfer-Encoding``): WSGI forbids them and HTTP/2
+#: rejects them; the server frames the body itself.
+HEADERS: dict[str, str] = {
+    "Content-Type": "text/event-stream; charset=utf-8",
+    "Cache-Control": "no-cache, no-store, no-transform",
+    "X-Accel-Buffering": "no",
+}
+
+# Every open stream body of this process: a worker's streams must be
+# reachable at shutdown whatever app they belong to. Streams add themselves
+# when created and remove themselves when closed; set operations are atomic
+# under the GIL, so no lock is needed.
+_live: set[EventStream] = set()
+
+
+def live_streams(app: Flask | None = None) -> int:
+    """Return the number of open streams in this process.
+
+    :param app: count only the streams of this app.
+
+    .. versionadded:: 0.1
+    """
+    streams = _live.copy()
+    if app is None:
+        return len(streams)
+    return sum(1 for s in streams if s.app is app)
+
+
+def end_streams() -> int:
+    """End every open stream of this process, for a graceful shutdown.
+
+    Each stream writes what its generator already produced and then ends its
+    response, so clients reconnect (to another worker). The generators are
+    closed when the server closes the responses. Returns at once; safe to
+    call from any thread or greenlet, but not from a signal handler (spawn a
+    greenlet or thread there, as :mod:`flask_evstream.gunicorn_conf` does).
+
+    :return: the number of streams told to end.
+
+    .. versionadded:: 0.1
+    """
+    streams = _live.copy()
+    for stream in streams:
+        stream.end()
+    return len(streams)
+
+
+class EventStream:
+    """The WSGI body of a stream response.
+
+    Iterating it yields what the :class:`~flask_evstream.pump.Pump` buffered,
+    all pending events in one chunk, or a heartbeat comment after
+    ``heartbeat`` seconds of silence. The server calls :meth:`close` when the
+    response ends, when the client went away (a write failed), or on error:
+    that stops the generator and pops the request context kept for it.
+    """
+
+    def __init__(
+        self,
+        pump: Pump,
+        *,
+        app: Flask,
+        retry: int | None,
+        heartbeat: float | None,
+    ) -> None:
+        self._pump = pump
+        #: The app this stream belongs to.
+        self.app = app
+        self._opening: bytes | None = b"" if retry is None else retry_line(retry)
+        self._heartbeat = heartbeat
+        self._closed = False
+        # Keep the request context (and its teardown) alive until close(),
+        # as flask.stream_with_context does: pushing it once more here makes
+        # the pop at the end of the view a no-op. close() runs in the same
+        # greenlet or thread as the view, where the push happened.
+        self._ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
+        self._ctx.push()
+        _live.add(self)
+
+    def __iter__(self) -> EventStream:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._opening is not None:
+            # The first chunk leaves at once, so the headers do too: the
+            # retry field and whatever is ready, or an empty comment.
+            opening, self._opening = self._opening, None
+            chunk = self._pump.take(0)
+            if chunk:
+                return opening + chunk
+            if chunk is None or opening:
+                return opening or OPEN
+            raise StopIteration
+        chunk = self._pump.take(self._heartbeat)
+        if chunk is None:
+            return HEARTBEAT
+        if not chunk:
+            raise StopIteration
+        return chunk
+
+    def end(self) -> None:
+        """End this stream soon (see :func:`end_streams`)."""
+        self._pump.end()
+
+    def close(self) -> None:
+        """Stop the generator, pop the request context, forget the stream."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            self._pump.close()
+        finally:
+            _live.discard(self)
+            ctx, self._ctx = self._ctx, None
+            ctx.pop(self._pump.error)
+
+
+def _first_id() -> int:
+    last = last_event_id()
+    if last is not None and last.isascii() and last.isdigit():
+        return int(last) + 1
+    return 1
+
+
+def stream_response(
+    iterable: t.Iterable[t.Any],
+    *,
+    retry: int | None,
+    ids: bool,
+    heartbeat: t.Any,
+    headers: t.Mapping[str, str] | None,
+) -> Response:
+    """Start streaming ``iterable`` and return the response for it.
+
+    Called in the view, inside the request. The iterable starts at once in
+    its own greenlet or thread; this waits up to ``EVSTREAM_START_WAIT``
+    for its first event so that an error raised before it (``abort(403)``)
+    becomes an ordinary error response.
+
+    :param heartbeat: seconds, ``None`` for none, or
+        :data:`~flask_evstream.extension.FROM_CONFIG`.
+    :param retry: ms, or ``None`` for the app's ``EVSTREAM_RETRY``.
+    """
+    app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+    settings = settings_for(app)
+    all_headers = dict(HEADERS)
+    if headers:
+        all_headers.update(headers)
+    if request.method == "HEAD":
+        close = getattr(iterable, "close", None)
+        if close is not None:
+            close()
+        return Response(b"", headers=all_headers)
+    if retry is None:
+        retry = settings.retry
+    if heartbeat is FROM_CONFIG:
+        heartbeat = settings.heartbeat
+    pump = Pump(
+        iterable,
+        logger=app.logger,
+        max_buffer=settings.max_buffer,
+        first_id=_first_id() if ids else None,
+    )
+    pump.start()
+    if settings.start_wait:
+        pump.wait_started(settings.start_wait)
+    error = pump.commit()
+    if error is not None:
+        pump.close()
+        raise error
+    body = EventStream(
+        pump,
+        app=app,
+        retry=retry,
+        heartbeat=heartbeat,
+    )
+    return Response(body, headers=all_headers, direct_passthrough=True)

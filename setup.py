@@ -1,0 +1,54 @@
+"""Packaging for flask-evstream (metadata lives here; pyproject.toml names the build backend)."""
+
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+here = Path(__file__).parent
+version = re.search(
+    r'^__version__ = "([^"]+)"', (here / "flask_evstream" / "__init__.py").read_text(), re.M
+)
+assert version is not None
+
+setup(
+    name="flask-evstream",
+    version=version.group(1),
+    description="Server-Sent Events for Flask: stream a sync generator, served by gunicorn + gevent",
+    long_description=(here / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="BSD-3-Clause",
+    packages=find_packages(include=["flask_evstream", "flask_evstream.*"]),
+    package_data={"flask_evstream": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=["flask>=2.3"],
+    extras_require={
+        "gevent": ["gevent>=23.9", "gunicorn>=21.2"],
+        "redis": ["redis>=5"],
+        "tests": [
+            "pytest>=7.4",
+            "hypothesis>=6.80",
+            "httpx>=0.27",
+            "httpx-sse>=0.4",
+            "sseclient-py>=1.8",
+            "requests>=2.31",
+            "openai>=1.30",
+            "gevent>=23.9",
+            "gunicorn>=21.2",
+            "mypy>=1.8",
+            "ruff>=0.4",
+        ],
+        "bench": ["sse-starlette>=2", "uvicorn>=0.29"],
+        "docs": ["sphinx>=7"],
+    },
+    classifiers=[
+        "Framework :: Flask",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
+        "Typing :: Typed",
+    ],
+)
