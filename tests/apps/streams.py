@@ -1,0 +1,196 @@
+"""The app the server tests run under a real gunicorn (gevent or gthread worker).
+
+Its ``/stats`` endpoint lets a test observe, from outside the process, what
+the streams hold: open streams, generators whose ``finally`` ran, live
+greenlets and threads.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+import typing as t
+
+from flask import Flask, abort, g, jsonify, request, session
+
+from flask_evstream import Event, EvStream, last_event_id, live_streams, sse_route
+
+app = Flask(__name__)
+app.secret_key = "test"
+app.config["EVSTREAM_HEARTBEAT"] = float(os.environ.get("TEST_HEARTBEAT", "0.5"))
+EvStream(app)
+
+finally_count = 0
+started_count = 0
+gates: dict[str, threading.Event] = {}
+
+
+def _gate(name: str) -> threading.Event:
+    # threading.Event is gevent's under the gevent worker (monkey-patched).
+    return gates.setdefault(name, threading.Event())
+
+
+def _greenlets() -> int:
+    greenlet = sys.modules.get("greenlet")
+    if greenlet is None:
+        return 0
+    return sum(1 for o in gc.get_objects() if isinstance(o, greenlet.greenlet) and not o.dead)
+
+
+@app.get("/stats")
+def stats() -> t.Any:
+    return jsonify(
+        pid=os.getpid(),
+        live=live_streams(),
+        live_app=live_streams(app),
+        started=started_count,
+        finally_count=finally_count,
+        greenlets=_greenlets(),
+        threads=threading.active_count(),
+    )
+
+
+@app.get("/events")
+@sse_route()
+def events() -> t.Iterator[t.Any]:
+    for i in range(int(request.args.get("n", "3"))):
+        yield {"i": i}
+
+
+@app.get("/paced")
+@sse_route()
+def paced() -> t.Iterator[t.Any]:
+    gap = float(request.args.get("gap", "0.2"))
+    for i in range(int(request.args.get("n", "5"))):
+        yield {"i": i, "sent": time.time()}
+        time.sleep(gap)
+
+
+@app.get("/lockstep/<name>")
+@sse_route()
+def lockstep(name: str) -> t.Iterator[t.Any]:
+    """Yield event i, then wait until the client says it has it."""
+    for i in range(int(request.args.get("n", "3"))):
+        yield {"i": i}
+        gate = _gate(f"{name}-{i}")
+        if not gate.wait(10):
+            yield Event("timeout", event="error")
+            return
+
+
+@app.post("/release/<name>")
+def release(name: str) -> t.Any:
+    _gate(name).set()
+    return "", 204
+
+
+@app.get("/blocked")
+@sse_route(retry=1000)
+def blocked() -> t.Iterator[t.Any]:
+    """One event, then block (sleeping) until the client goes away."""
+    global started_count, finally_count
+    started_count += 1
+    try:
+        yield Event("started", event="status")
+        time.sleep(3600)
+        yield "never"
+    finally:
+        finally_count += 1
+
+
+@app.get("/quiet")
+@sse_route()
+def quiet() -> t.Iterator[t.Any]:
+    """No events at all: only the opening and heartbeats."""
+    global started_count, finally_count
+    started_count += 1
+    try:
+        _gate("never").wait()
+        yield "never"
+    finally:
+        finally_count += 1
+
+
+@app.get("/resume")
+@sse_route(ids=True)
+def resume() -> t.Iterator[t.Any]:
+    start = int(last_event_id() or "0")
+    for step in range(start + 1, start + 4):
+        yield {"step": step}
+
+
+@app.get("/maybe")
+@sse_route()
+def maybe() -> t.Any:
+    if request.args.get("stop"):
+        return "", 204
+    if request.args.get("auth"):
+        return "log in first", 401
+    return iter(["go"])
+
+
+@app.get("/forbidden")
+@sse_route()
+def forbidden() -> t.Iterator[t.Any]:
+    abort(403)
+    yield "never"
+
+
+@app.get("/boom")
+@sse_route()
+def boom() -> t.Iterator[t.Any]:
+    yield "one"
+    yield "two"
+    raise RuntimeError("boom in the generator")
+
+
+@app.post("/chat")
+@sse_route()
+def chat() -> t.Iterator[t.Any]:
+    prompt = request.get_json()["prompt"]
+    for word in prompt.split():
+        yield {"token": word}
+    yield Event(data="[DONE]")
+
+
+@app.post("/v1/chat/completions")
+@sse_route()
+def openai_chat() -> t.Iterator[t.Any]:
+    """What the OpenAI API streams, so the ``openai`` client can read it."""
+    body = request.get_json()
+    text = body["messages"][-1]["content"]
+    for i, word in enumerate(text.split(" ")):
+        yield {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": word if i == 0 else " " + word},
+                    "finish_reason": None,
+                }
+            ],
+        }
+    yield "[DONE]"
+
+
+@app.get("/context")
+@sse_route()
+def context() -> t.Iterator[t.Any]:
+    g.value = request.args.get("v")
+    yield {"arg": request.args.get("v"), "g": g.value, "user": session.get("user")}
+    time.sleep(0.2)
+    from flask import current_app
+
+    yield {"app": current_app.name, "g": g.value, "path": request.path, "user": session.get("user")}
+
+
+@app.post("/login")
+def login() -> t.Any:
+    session["user"] = request.form["user"]
+    return "", 204

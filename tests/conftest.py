@@ -1,0 +1,164 @@
+"""Fixtures: an in-process app and client, and a real gunicorn in a subprocess."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+import pytest
+from flask import Flask
+
+from flask_evstream import EvStream
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Load tests hold thousands of sockets; the hard limit here is 20,000.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+@pytest.fixture
+def app() -> Flask:
+    app = Flask("test_app")
+    app.config.update(TESTING=True, SECRET_KEY="test", EVSTREAM_HEARTBEAT=0.2)
+    EvStream(app)
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> t.Any:
+    return app.test_client()
+
+
+@pytest.fixture(autouse=True)
+def _no_leaked_streams() -> t.Iterator[None]:
+    """Every test must leave no stream open in this process."""
+    from flask_evstream import live_streams
+
+    before = live_streams()
+    yield
+    deadline = time.monotonic() + 5
+    while live_streams() > before and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert live_streams() == before, "a test left a stream open"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    """A gunicorn master started with flask_evstream.gunicorn_conf."""
+
+    def __init__(
+        self,
+        app: str,
+        *,
+        worker: str = "gevent",
+        workers: int = 1,
+        env: dict[str, str] | None = None,
+        tmp: Path,
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = tmp / f"gunicorn-{self.port}.log"
+        cmd = [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "-c",
+            "python:flask_evstream.gunicorn_conf",
+            "--worker-class",
+            worker,
+            "--error-logfile",
+            "-",
+            app,
+        ]
+        if worker == "gthread":
+            cmd[-1:-1] = ["--threads", "16"]
+        full_env = {
+            **os.environ,
+            "EVSTREAM_BIND": f"127.0.0.1:{self.port}",
+            "EVSTREAM_WORKERS": str(workers),
+            "PYTHONPATH": str(ROOT),
+            **(env or {}),
+        }
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+        )
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url + "/stats", timeout=2).status_code == 200:
+                    return
+            time.sleep(0.1)
+        raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log()}")
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stats(self) -> dict[str, t.Any]:
+        return httpx.get(self.url + "/stats", timeout=10).json()  # type: ignore[no-any-return]
+
+    def wait_stats(
+        self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float
+    ) -> dict[str, t.Any]:
+        """Poll /stats until ``check`` holds; return the last stats either way."""
+        deadline = time.monotonic() + timeout
+        stats = self.stats()
+        while not check(stats) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            stats = self.stats()
+        return stats
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path) -> t.Iterator[t.Callable[..., Server]]:
+    servers: list[Server] = []
+
+    def start(app: str = "tests.apps.streams:app", **kwargs: t.Any) -> Server:
+        server = Server(app, tmp=tmp_path, **kwargs)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def gevent_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Server]:
+    server = Server("tests.apps.streams:app", tmp=tmp_path_factory.mktemp("gunicorn"))
+    yield server
+    server.stop()
