@@ -1,8 +1,6 @@
 """Server-Sent Events for Flask: ``@sse_route`` streams a sync generator as a
 correct ``text/event-stream`` response, served by gunicorn's gevent worker."""
 
-from __future__ import annotations
-
 from .decorator import sse_route
 from .event import Event
 from .extension import EvStream

@@ -43,7 +43,7 @@ HEARTBEAT = b": ping\n"
 #: first non-empty chunk).
 OPEN = b":\n"
 
-_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))
+_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
 
 def _lines(value: str) -> list[str]:
@@ -60,15 +60,24 @@ def _data_text(data: t.Any) -> str:
         return _json_encoder.encode(data)
     except (TypeError, ValueError) as e:
         raise TypeError(
-            "Event data must be a str or a JSON-serializable value"
-            f" (dict, list, number, bool, None), got {type(data).__name__}: {e}"
+            "Event data must be a str or a JSON-serializable value (dict, list,"
+            f" finite number, bool, None), got {type(data).__name__}: {e}"
+        ) from None
+
+
+def _utf8(text: str, field: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"Event {field} must be valid Unicode text; it holds a lone surrogate: {text!r}"
         ) from None
 
 
 def _encode_data(text: str) -> bytes:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return ("data: " + text.replace("\n", "\ndata: ") + "\n\n").encode()
+    return _utf8("data: " + text.replace("\n", "\ndata: ") + "\n\n", "data")
 
 
 def _check_field(name: str, value: t.Any, *, nul: bool = False) -> str:
@@ -148,18 +157,19 @@ class Event:
             parts.append("id: " + id)
         if retry is not None:
             if isinstance(retry, bool) or not isinstance(retry, int) or retry < 0:
-                raise (ValueError if isinstance(retry, int) else TypeError)(
+                is_int = isinstance(retry, int) and not isinstance(retry, bool)
+                raise (ValueError if is_int else TypeError)(
                     "Event retry must be an integer number of milliseconds >= 0,"
                     f" got {type(retry).__name__}: {retry!r}"
                 )
             parts.append(f"retry: {retry}")
         head = "\n".join(parts) + "\n" if parts else ""
         if data is not None:
-            wire = head.encode() + _encode_data(_data_text(data))
+            wire = _utf8(head, "comment, event or id") + _encode_data(_data_text(data))
         elif event is None and id is None and retry is None:
-            wire = head.encode()  # comment only (or nothing): no dispatch
+            wire = _utf8(head, "comment")  # comment only (or nothing): no dispatch
         else:
-            wire = (head + "\n").encode()
+            wire = _utf8(head + "\n", "event or id")
         for name, value in (
             ("data", data),
             ("event", event),
@@ -187,7 +197,8 @@ class Event:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Event):
             return NotImplemented
-        return self._key() == other._key()
+        # Equal fields and equal bytes: 1 == True, but "1" and "true" differ.
+        return self._wire == other._wire and self._key() == other._key()
 
     def __hash__(self) -> int:
         return hash(self._wire)

@@ -116,11 +116,14 @@ class EventStream:
                 return opening + chunk
             if chunk is None or opening:
                 return opening or OPEN
+            self.close()
             raise StopIteration
         chunk = self._pump.take(self._heartbeat)
         if chunk is None:
             return HEARTBEAT
         if not chunk:
+            # Ended: free everything now; the server's close() is then a no-op.
+            self.close()
             raise StopIteration
         return chunk
 

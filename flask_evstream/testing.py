@@ -44,15 +44,16 @@ def parse(chunks: t.Iterable[bytes]) -> t.Iterator[Event]:
     event_type = ""
     event_id: str | None = None
     retry: int | None = None
-    for chunk in chunks:
-        buffer += decoder.decode(chunk)
+    for chunk in _with_end(chunks):
+        at_end = chunk is None
+        buffer += decoder.decode(b"", final=True) if chunk is None else decoder.decode(chunk)
         if first and buffer:
             buffer = buffer[1:] if buffer[0] == "\ufeff" else buffer
             first = False
         lines: list[str] = []
         pos = 0
         for match in _EOL.finditer(buffer):
-            if match.group() == "\r" and match.end() == len(buffer):
+            if match.group() == "\r" and match.end() == len(buffer) and not at_end:
                 break  # maybe the first half of a CRLF split across chunks
             lines.append(buffer[pos : match.start()])
             pos = match.end()
@@ -83,6 +84,11 @@ def parse(chunks: t.Iterable[bytes]) -> t.Iterator[Event]:
             elif name == "retry":
                 if value.isascii() and value.isdigit():
                     retry = int(value)
+
+
+def _with_end(chunks: t.Iterable[bytes]) -> t.Iterator[bytes | None]:
+    yield from chunks
+    yield None
 
 
 def iter_events(response: t.Any) -> t.Iterator[Event]:
