@@ -194,3 +194,81 @@ def context() -> t.Iterator[t.Any]:
 def login() -> t.Any:
     session["user"] = request.form["user"]
     return "", 204
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>evstream test page</title>
+<script>
+window.events = [];
+window.errors = 0;
+window.opens = 0;
+window.ended = false;
+window.listen = (url, types) => {
+  const source = new EventSource(url);
+  const record = (e) => window.events.push(
+    {type: e.type, data: e.data, id: e.lastEventId, at: Date.now()});
+  source.onmessage = record;
+  for (const type of types || []) source.addEventListener(type, record);
+  source.onopen = () => { window.opens += 1; };
+  source.onerror = () => {
+    window.errors += 1;
+    if (source.readyState === EventSource.CLOSED) window.ended = true;
+  };
+  window.source = source;
+};
+window.chat = async (prompt) => {
+  const response = await fetch("/chat", {
+    method: "POST",
+    headers: {"Content-Type": "application/json"},
+    body: JSON.stringify({prompt}),
+  });
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  const chunks = [];
+  for (;;) {
+    const {value, done} = await reader.read();
+    if (done) break;
+    chunks.push(value);
+  }
+  return {type: response.headers.get("content-type"), chunks};
+};
+</script>
+"""
+
+
+@app.get("/page")
+def page() -> t.Any:
+    return PAGE
+
+
+@app.get("/browser-resume")
+@sse_route(ids=True, retry=50)
+def browser_resume() -> t.Any:
+    """Three events per connection; the browser reconnects with Last-Event-ID
+    until step 9, then 204 tells it to stop."""
+    last = int(last_event_id() or "0")
+    if last >= 9:
+        return "", 204
+    return ({"step": step} for step in range(last + 1, last + 4))
+
+
+TRICKY = [
+    "plain",
+    "two\nlines",
+    "crlf\r\nline",
+    "lone\rcr",
+    " leading space",
+    ":colon first",
+    "trailing newline\n",
+    "",
+    "unicode \u00e9\u4e2d\U0001f600 and \u2028 not a break",
+    "tab\tand\x0bvt\x0cff",
+]
+
+
+@app.get("/tricky")
+@sse_route(retry=60000)
+def tricky() -> t.Iterator[t.Any]:
+    for i, text in enumerate(TRICKY):
+        yield Event(text, event="tricky", id=f"t{i}")
+    yield Event("end", event="end")

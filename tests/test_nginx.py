@@ -1,0 +1,121 @@
+"""Through a real nginx reverse proxy with its default proxy buffering on."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+import typing as t
+from pathlib import Path
+
+import httpx
+import pytest
+
+from .conftest import Server, free_port
+from .sockets import RawStream
+
+pytestmark = pytest.mark.server
+
+CONFIG = """
+user root;
+worker_processes 1;
+daemon off;
+pid {tmp}/nginx.pid;
+error_log {tmp}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port};
+        location / {{
+            proxy_pass {upstream};
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            {extra}
+        }}
+    }}
+}}
+"""
+
+
+class Nginx:
+    def __init__(self, upstream: str, tmp: Path, extra: str = "") -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        tmp.mkdir(parents=True, exist_ok=True)
+        conf = tmp / "nginx.conf"
+        conf.write_text(CONFIG.format(tmp=tmp, port=self.port, upstream=upstream, extra=extra))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        self.proc = subprocess.Popen([nginx, "-c", str(conf)])
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                httpx.get(self.url + "/stats", timeout=2)
+                return
+            except httpx.HTTPError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"nginx did not start, see {tmp}/error.log") from None
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
+@pytest.fixture
+def nginx(gevent_server: Server, tmp_path: Path) -> t.Iterator[t.Callable[[str], Nginx]]:
+    started: list[Nginx] = []
+
+    def start(extra: str = "") -> Nginx:
+        proxy = Nginx(gevent_server.url, tmp_path / f"nginx{len(started)}", extra)
+        started.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in started:
+        proxy.stop()
+
+
+def lockstep_through(proxy_url: str, server: Server, timeout: float) -> int:
+    """Return how many lockstep events arrived before a read timed out."""
+    name = f"nginx{time.monotonic_ns()}"
+    stream = RawStream(proxy_url, f"/lockstep/{name}?n=3", timeout=timeout)
+    got = 0
+    try:
+        for i in range(3):
+            block, _ = stream.read_event()
+            assert block == f'data: {{"i":{i}}}\n\n'.encode()
+            got += 1
+            httpx.post(f"{server.url}/release/{name}-{i}")
+    except TimeoutError:
+        pass
+    finally:
+        stream.close()
+        for i in range(3):  # let the generator finish either way
+            httpx.post(f"{server.url}/release/{name}-{i}")
+    return got
+
+
+def test_events_pass_nginx_unbuffered(
+    nginx: t.Callable[[str], Nginx], gevent_server: Server
+) -> None:
+    proxy = nginx("")
+    assert lockstep_through(proxy.url, gevent_server, timeout=5) == 3
+
+
+def test_heartbeats_and_headers_through_nginx(
+    nginx: t.Callable[[str], Nginx], gevent_server: Server
+) -> None:
+    proxy = nginx("")
+    stream = RawStream(proxy.url, "/quiet")
+    assert stream.status == 200
+    assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
+    assert stream.headers["x-accel-buffering"] == "no"
+    assert stream.read_until(b":\n") == b":\n"
+    assert stream.read_until(b": ping\n") == b": ping\n"
+    stream.close()
