@@ -27,4 +27,22 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/ruff check flask_evstream tests example_app bench
 .venv/bin/mypy
 .venv/bin/sphinx-build -q -E -W -b dirhtml docs "$(mktemp -d)"
-exec .venv/bin/python -m pytest "$@"
+.venv/bin/python -m pytest "$@"
+
+# With no arguments, also the oldest and newest supported Python and Flask
+# (pyenv's interpreters, which this kind of machine has), in-process tests.
+[ $# -eq 0 ] || exit 0
+pyenv_root=$(pyenv root 2>/dev/null || echo "$HOME/.pyenv")
+for combo in "3.9|flask>=2.3,<2.4|werkzeug>=2.3,<2.4" "3.13|flask>=3.1|werkzeug>=3.1"; do
+  IFS='|' read -r version flask werkzeug <<<"$combo"
+  python=$(ls -d "$pyenv_root"/versions/"$version".*/bin/python 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$python" ]; then
+    echo "tests/run.sh: Python $version not found under $pyenv_root/versions" >&2
+    exit 1
+  fi
+  venv=.venv-py$version
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check "$flask" "$werkzeug" -e '.[tests]'
+  echo "== Python $version, Flask $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flask"))')"
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not server" tests/test_decorator.py tests/test_event.py tests/test_event_parsers.py
+done
