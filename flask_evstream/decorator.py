@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 import typing as t
 
 from flask import current_app
-from werkzeug.datastructures import Headers
 
 from .extension import FROM_CONFIG, check_heartbeat, check_retry
 from .response import stream_response
@@ -31,24 +31,37 @@ _FORBIDDEN_HEADERS = frozenset(
         "upgrade",
         "content-length",
         "content-type",
+        "content-encoding",
     }
 )
+
+# RFC 9110 5.6.2 token, and field values of visible characters, spaces and tabs.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_VALUE = re.compile(r"[\t\x20-\x7e]*")
 
 
 def _check_headers(headers: t.Any) -> dict[str, str] | None:
     if headers is None:
         return None
-    try:
-        items = list(Headers(headers).items())
-    except (TypeError, ValueError) as e:
-        raise TypeError(
-            f"sse_route headers must be a mapping or list of (name, value) str pairs, got {headers!r}"
-        ) from e
+    items = headers.items() if isinstance(headers, t.Mapping) else headers
     checked: dict[str, str] = {}
-    for name, value in items:
+    for pair in items:
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise TypeError(
+                "sse_route headers must be a mapping or a list of (name, value) pairs,"
+                f" got {headers!r}"
+            )
+        name, value = pair
         if not isinstance(name, str) or not isinstance(value, str):
             raise TypeError(
                 f"sse_route headers must have str names and values, got {name!r}: {value!r}"
+            )
+        if not _TOKEN.fullmatch(name):
+            raise ValueError(f"sse_route header name {name!r} is not a valid HTTP field name")
+        if not _VALUE.fullmatch(value):
+            raise ValueError(
+                f"sse_route header {name!r} must hold visible ASCII characters, spaces"
+                f" and tabs only, got {value!r}"
             )
         if name.lower() in _FORBIDDEN_HEADERS:
             raise ValueError(

@@ -28,11 +28,21 @@ class _FromConfig:
 FROM_CONFIG: t.Any = _FromConfig()
 
 
+#: The longest interval accepted, in seconds (a day).
+MAX_SECONDS = 86400.0
+
+
 def _number(key: str, value: t.Any, *, allow_none: bool) -> float | None:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        allowed = "a number of seconds >= 0" + (" or None" if allow_none else "")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= MAX_SECONDS  # also refuses NaN
+    ):
+        allowed = f"a number of seconds from 0 to {MAX_SECONDS:g}" + (
+            " or None" if allow_none else ""
+        )
         raise ValueError(f"{key} must be {allowed}, got {value!r}")
     return float(value)
 
@@ -86,7 +96,8 @@ class Settings:
         max_buffer = get("EVSTREAM_MAX_BUFFER")
         if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
             raise ValueError(
-                f"EVSTREAM_MAX_BUFFER must be a positive integer number of bytes, got {max_buffer!r}"
+                "EVSTREAM_MAX_BUFFER must be a positive integer number of bytes,"
+                f" got {max_buffer!r}"
             )
         start_wait = _number("EVSTREAM_START_WAIT", get("EVSTREAM_START_WAIT"), allow_none=False)
         assert start_wait is not None
@@ -118,7 +129,7 @@ class EvStream:
     """The flask-evstream extension.
 
     ``sse_route`` works without it; registering it validates the
-    configuration once at start-up and is where broadcast lives::
+    configuration once at start-up::
 
         sse = EvStream(app)
         # or, with an app factory:

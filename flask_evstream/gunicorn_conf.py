@@ -20,7 +20,8 @@ Environment variables (read when gunicorn starts):
     Simultaneous connections (open streams) per worker. Default 10000.
 ``EVSTREAM_GRACEFUL_TIMEOUT``
     Seconds a worker may take to exit after SIGTERM. Default 10. Open
-    streams are ended at once on SIGTERM, so workers exit well within it.
+    streams are ended as soon as the worker stops, so workers exit well
+    within it.
 
 Check a config with ``gunicorn --check-config -c python:flask_evstream.gunicorn_conf app:app``:
 gunicorn ignores names it does not know.
@@ -30,7 +31,8 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
+import threading
+import time
 import typing as t
 
 
@@ -73,48 +75,47 @@ forwarded_allow_ips = "127.0.0.1,::1"
 
 def on_starting(server: t.Any) -> None:
     """Raise the open-file limit so each worker can hold its connections."""
+    connections = int(server.cfg.worker_connections)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = worker_connections + 256
+    want = connections + 256
     if hard != resource.RLIM_INFINITY:
         want = min(want, hard)
     if soft != resource.RLIM_INFINITY and soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
         server.log.info("Raised the open-file limit from %s to %s", soft, want)
-    if want < worker_connections:
-        server.log.warning(
-            "Open-file limit %s is below worker_connections %s", want, worker_connections
-        )
+    if want < connections:
+        server.log.warning("Open-file limit %s is below worker_connections %s", want, connections)
+
+
+#: Seconds between the shutdown watcher's looks at the worker.
+SHUTDOWN_POLL = 0.2
 
 
 def post_worker_init(worker: t.Any) -> None:
-    """End open streams when the worker is told to stop (SIGTERM, SIGINT, SIGQUIT).
+    """End open streams once the worker is stopping.
 
-    gunicorn's worker only stops accepting and waits for open requests, and
-    an event stream never finishes by itself. Ending the streams lets the
-    worker exit within seconds; clients reconnect (to another worker) and
-    resume with ``Last-Event-ID``.
+    gunicorn's worker stops accepting and waits for open requests, and an
+    event stream never finishes by itself, so without this every stop waits
+    for ``graceful_timeout``. A watcher (a greenlet, or a thread under
+    ``gthread``) sees the worker stop, whatever the cause (SIGTERM, SIGINT,
+    SIGQUIT, ``max_requests``, a reload), and ends the streams; it keeps
+    ending the ones still opened until the process exits. Clients reconnect
+    (to another worker) and resume with ``Last-Event-ID``. Watching rather
+    than wrapping the signal handlers leaves gunicorn's own handlers alone.
     """
+    from .pump import uses_gevent
     from .response import end_streams
 
-    def spawn_end_streams() -> None:
-        if worker.__class__.__name__.startswith("Gevent"):
-            import gevent
+    def watch() -> None:
+        while worker.alive:
+            time.sleep(SHUTDOWN_POLL)
+        while True:
+            end_streams()
+            time.sleep(SHUTDOWN_POLL)
 
-            gevent.spawn(end_streams)
-        else:
-            import threading
+    if uses_gevent():
+        import gevent
 
-            threading.Thread(target=end_streams, daemon=True).start()
-
-    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT):
-        previous = signal.getsignal(signum)
-        if not callable(previous):
-            continue
-
-        def handler(
-            sig: int, frame: t.Any, previous: t.Callable[[int, t.Any], t.Any] = previous
-        ) -> None:
-            spawn_end_streams()
-            previous(sig, frame)
-
-        signal.signal(signum, handler)
+        gevent.spawn(watch)
+    else:
+        threading.Thread(target=watch, name="evstream-shutdown", daemon=True).start()

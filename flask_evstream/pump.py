@@ -4,7 +4,7 @@ The WSGI server iterates the response body in the request's own greenlet or
 thread; it can only write when that iteration returns a chunk. To write
 heartbeats while the user's generator is blocked, and to notice a closed
 connection while it is blocked, the generator runs apart, in a
-:class:`Pump`, and the body (:mod:`flask_evstream.stream`) takes what it has
+:class:`Pump`, and the body (:mod:`flask_evstream.response`) takes what it has
 produced, waiting at most one heartbeat interval.
 
 Under gevent (monkey-patched, as gunicorn's gevent worker does) the pump is a
@@ -12,7 +12,8 @@ greenlet, and :meth:`Pump.close` kills it: the generator is interrupted where
 it blocks, its ``finally`` blocks run, and nothing outlives the request.
 Under threads (``flask run``, gunicorn's ``gthread`` worker) a thread cannot
 be interrupted, so a generator blocked in a call is closed when that call
-returns and the generator next yields.
+returns and the generator next yields; :meth:`Pump.close` waits for that up
+to :data:`CLOSE_TIMEOUT`.
 
 Output is coalesced: events ready together leave in one write. The pump
 hands control to the writer after an event that followed a pause
@@ -24,6 +25,7 @@ computes without blocking, and it waits when ``max_buffer`` bytes are pending
 from __future__ import annotations
 
 import contextvars
+import itertools
 import logging
 import sys
 import threading
@@ -38,8 +40,10 @@ __all__ = ["Pump", "uses_gevent"]
 #: slow producer: hand it to the writer at once instead of batching.
 SLOW_GAP = 0.001
 
-#: How long :meth:`Pump.close` waits for a killed greenlet's ``finally``.
+#: How long :meth:`Pump.close` waits for the generator to stop.
 CLOSE_TIMEOUT = 5.0
+
+_thread_names = itertools.count(1)
 
 
 def uses_gevent() -> bool:
@@ -79,6 +83,7 @@ class Pump:
         self._produced = False
         self._committed = False  # the response has started: errors are logged
         self._closed = False
+        self._ran = False  # _run began (a greenlet killed before it starts never runs)
         #: True once the iterable is exhausted, failed or was closed.
         self.done = False
         #: The exception the iterable raised, if it did.
@@ -100,7 +105,10 @@ class Pump:
             self._worker = gevent.spawn(run, self._run)
         else:
             self._worker = threading.Thread(
-                target=run, args=(self._run,), name="evstream-pump", daemon=True
+                target=run,
+                args=(self._run,),
+                name=f"evstream-pump-{next(_thread_names)}",
+                daemon=True,
             )
             self._worker.start()
 
@@ -136,7 +144,10 @@ class Pump:
         buffer = self._buffer
         last = time.monotonic()
         iterator = None
+        self._ran = True
         try:
+            if self._closed:
+                return
             iterator = iter(self._iterable)
             for item in iterator:
                 if self._next_id is not None and takes_id(item):
@@ -159,6 +170,8 @@ class Pump:
                         self._writer_waiting = True
                         cond.wait()
                         self._writer_waiting = False
+                    if self._closed:
+                        break
                 if now - last >= SLOW_GAP:
                     time.sleep(0)  # let the writer send it now
                 last = now
@@ -174,16 +187,24 @@ class Pump:
                 )
         finally:
             try:
-                close = getattr(iterator if iterator is not None else self._iterable, "close", None)
-                if close is not None:
-                    close()
-            except Exception:
-                self._logger.error("Exception while closing event stream", exc_info=True)
+                self._close_iterable(iterator)
             finally:
                 with cond:
                     self.done = True
                     self._started = True
                     cond.notify_all()
+
+    def _close_iterable(self, iterator: t.Any) -> None:
+        # The iterator first (a generator's finally runs), then the iterable
+        # when it is another object with a close() of its own.
+        for obj in (iterator, self._iterable) if iterator is not self._iterable else (iterator,):
+            close = getattr(obj, "close", None)
+            if close is None:
+                continue
+            try:
+                close()
+            except Exception:
+                self._logger.error("Exception while closing event stream", exc_info=True)
 
     def take(self, timeout: float | None) -> bytes | None:
         """Return everything buffered as one chunk, waiting up to ``timeout``.
@@ -221,25 +242,30 @@ class Pump:
     def close(self) -> None:
         """Stop the iterable and release it.
 
-        Under gevent the greenlet is killed where it waits and this returns
-        once its ``finally`` blocks ran (at most :data:`CLOSE_TIMEOUT`).
-        Under threads the thread is told to stop and closes the iterable at
-        its next item.
+        Under gevent the greenlet is killed where it waits; under threads the
+        thread is told to stop and closes the iterable at its next item. Either
+        way this returns once the generator's ``finally`` blocks ran, or after
+        :data:`CLOSE_TIMEOUT` with a warning.
         """
         with self._cond:
             self._closed = True
             self._cond.notify_all()
         worker = self._worker
         if worker is None:
-            close = getattr(self._iterable, "close", None)
-            if close is not None:
-                close()
+            self._close_iterable(None)
             return
-        if self._gevent and not worker.dead:
+        if self._gevent:
             worker.kill(block=True, timeout=CLOSE_TIMEOUT)
-            if not worker.dead:
-                self._logger.warning(
-                    "Event stream %r did not stop within %s s of being closed",
-                    self._iterable,
-                    CLOSE_TIMEOUT,
-                )
+            alive = not worker.dead
+        else:
+            worker.join(CLOSE_TIMEOUT)
+            alive = worker.is_alive()
+        if not self._ran:
+            self._close_iterable(None)
+        if alive:
+            self._logger.warning(
+                "Event stream %r did not stop within %s s of being closed;"
+                " its request context is torn down under it",
+                getattr(self._iterable, "__qualname__", self._iterable),
+                CLOSE_TIMEOUT,
+            )

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import typing as t
 
-from flask import Response, current_app, request
+from flask import Response, current_app, got_request_exception, request, request_finished
 from flask.globals import request_ctx
+from werkzeug.datastructures import Headers
 
 from .event import HEARTBEAT, OPEN, retry_line
 from .extension import FROM_CONFIG, settings_for
@@ -37,6 +38,9 @@ HEADERS: dict[str, str] = {
 # when created and remove themselves when closed; set operations are atomic
 # under the GIL, so no lock is needed.
 _live: set[EventStream] = set()
+
+# The body of the current request's stream, if it made one.
+_ENVIRON_KEY = "flask_evstream.body"
 
 
 def live_streams(app: Flask | None = None) -> int:
@@ -101,6 +105,7 @@ class EventStream:
         # greenlet or thread as the view, where the push happened.
         self._ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
         self._ctx.push()
+        request.environ[_ENVIRON_KEY] = self
         _live.add(self)
 
     def __iter__(self) -> EventStream:
@@ -144,9 +149,29 @@ class EventStream:
             ctx.pop(self._pump.error)
 
 
+def _close_unsent(sender: t.Any, response: Response | None = None, **extra: t.Any) -> None:
+    """Close a stream whose body will never reach the server.
+
+    An ``after_request`` function that raises or returns another response
+    drops the body; nobody would close it, and its generator and request
+    context would live forever. Runs (from Flask's ``request_finished`` and
+    ``got_request_exception`` signals) in the view's context, before Flask
+    pops it, so the pops stay in order.
+    """
+    body = request.environ.get(_ENVIRON_KEY)
+    if isinstance(body, EventStream) and (response is None or response.response is not body):
+        body.close()
+
+
+request_finished.connect(_close_unsent, weak=False)
+got_request_exception.connect(_close_unsent, weak=False)
+
+
 def _first_id() -> int:
     last = last_event_id()
-    if last is not None and last.isascii() and last.isdigit():
+    # At most 18 digits: an int64 for any client, and never int()'s limit
+    # on long strings (a client-controlled header must not cause a 500).
+    if last is not None and last.isascii() and last.isdigit() and len(last) <= 18:
         return int(last) + 1
     return 1
 
@@ -172,14 +197,15 @@ def stream_response(
     """
     app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
     settings = settings_for(app)
-    all_headers = dict(HEADERS)
+    all_headers = Headers(HEADERS)
     if headers:
-        all_headers.update(headers)
+        for name, value in headers.items():
+            all_headers.set(name, value)
     if request.method == "HEAD":
         close = getattr(iterable, "close", None)
         if close is not None:
             close()
-        return Response(b"", headers=all_headers)
+        return Response(iter(()), headers=all_headers)
     if retry is None:
         retry = settings.retry
     if heartbeat is FROM_CONFIG:

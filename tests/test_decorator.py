@@ -331,8 +331,24 @@ def test_decoration_time_errors() -> None:
         sse_route(retry="5")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="ids must be a bool"):
         sse_route(ids=1)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="heartbeat must be a number of seconds >= 0 or None"):
+    with pytest.raises(
+        ValueError, match="heartbeat must be a number of seconds from 0 to 86400 or None, got -1"
+    ):
         sse_route(heartbeat=-1)
+    with pytest.raises(ValueError, match="got nan"):
+        sse_route(heartbeat=float("nan"))
+    with pytest.raises(ValueError, match="got inf"):
+        sse_route(heartbeat=float("inf"))
+    with pytest.raises(ValueError, match="'Bad Name' is not a valid HTTP field name"):
+        sse_route(headers={"Bad Name": "x"})
+    with pytest.raises(ValueError, match="'X-Price' must hold visible ASCII"):
+        sse_route(headers={"X-Price": "5 \u20ac"})
+    with pytest.raises(ValueError, match="'X-Split' must hold visible ASCII"):
+        sse_route(headers={"X-Split": "a\r\nSet-Cookie: x=1"})
+    with pytest.raises(ValueError, match="must not set 'Content-Encoding'"):
+        sse_route(headers={"Content-Encoding": "gzip"})
+    with pytest.raises(TypeError, match="mapping or a list of \\(name, value\\) pairs"):
+        sse_route(headers=["X-A"])  # type: ignore[list-item]
     with pytest.raises(ValueError, match="must not set 'Transfer-Encoding'"):
         sse_route(headers={"Transfer-Encoding": "chunked"})
     with pytest.raises(ValueError, match="must not set 'Connection'"):
@@ -369,9 +385,12 @@ def test_extension_shape() -> None:
         (
             "EVSTREAM_HEARTBEAT",
             "15",
-            "EVSTREAM_HEARTBEAT must be a number of seconds >= 0 or None, got '15'",
+            "EVSTREAM_HEARTBEAT must be a number of seconds from 0 to 86400 or None, got '15'",
         ),
         ("EVSTREAM_HEARTBEAT", -1, "got -1"),
+        ("EVSTREAM_HEARTBEAT", float("nan"), "got nan"),
+        ("EVSTREAM_HEARTBEAT", 1e10, "got 10000000000.0"),
+        ("EVSTREAM_START_WAIT", float("inf"), "got inf"),
         (
             "EVSTREAM_RETRY",
             1.5,
@@ -380,7 +399,7 @@ def test_extension_shape() -> None:
         (
             "EVSTREAM_START_WAIT",
             None,
-            "EVSTREAM_START_WAIT must be a number of seconds >= 0, got None",
+            "EVSTREAM_START_WAIT must be a number of seconds from 0 to 86400, got None",
         ),
         (
             "EVSTREAM_MAX_BUFFER",
@@ -407,3 +426,117 @@ def test_read_events_rejects_other_content(app: Flask, client: t.Any) -> None:
         match="Expected response header Content-Type to be text/event-stream, got 'text/html",
     ):
         read_events(client.get("/html"))
+
+
+def test_long_last_event_id_numbers_from_one(app: Flask, client: t.Any) -> None:
+    @app.get("/ids")
+    @sse_route(ids=True)
+    def ids() -> t.Iterator[str]:
+        yield "a"
+
+    assert client.get("/ids", headers={"Last-Event-ID": "9" * 18}).get_data() == (
+        b"id: 1000000000000000000\ndata: a\n\n"
+    )
+    for last in ("9" * 19, "1" * 5000):
+        response = client.get("/ids", headers={"Last-Event-ID": last})
+        assert response.status_code == 200
+        assert response.get_data() == b"id: 1\ndata: a\n\n"
+
+
+def test_after_request_that_drops_the_body_closes_the_stream(app: Flask) -> None:
+    closed = threading.Event()
+
+    @app.get("/s")
+    @sse_route()
+    def s() -> t.Iterator[str]:
+        try:
+            while True:
+                yield "x"
+                time.sleep(0.01)
+        finally:
+            closed.set()
+
+    @app.after_request
+    def replace(response: Response) -> Response:
+        if request.args.get("mode") == "replace":
+            return Response("maintenance", status=503)
+        if request.args.get("mode") == "raise":
+            raise RuntimeError("after_request failed")
+        return response
+
+    client = app.test_client()
+    response = client.get("/s?mode=replace")
+    assert (response.status_code, response.get_data()) == (503, b"maintenance")
+    assert closed.wait(5)
+    assert live_streams(app) == 0
+    closed.clear()
+    app.testing = False  # let Flask answer 500 instead of raising
+    app.logger.disabled = True
+    response = client.get("/s?mode=raise")
+    assert response.status_code == 500
+    assert closed.wait(5)
+    assert live_streams(app) == 0
+
+
+def test_close_reaches_an_iterable_whose_iterator_is_another_object(
+    app: Flask, client: t.Any
+) -> None:
+    calls: list[str] = []
+
+    class Subscription:
+        def __iter__(self) -> t.Iterator[str]:
+            try:
+                yield "a"
+                yield "b"
+            finally:
+                calls.append("iterator")
+
+        def close(self) -> None:
+            calls.append("iterable")
+
+    @app.get("/sub")
+    @sse_route()
+    def sub() -> Subscription:
+        return Subscription()
+
+    assert client.get("/sub").get_data() == b"data: a\n\ndata: b\n\n"
+    assert calls == ["iterator", "iterable"]
+
+
+def test_thread_close_waits_for_the_generator_before_teardown(app: Flask) -> None:
+    order: list[str] = []
+
+    @app.teardown_request
+    def teardown(exc: BaseException | None) -> None:
+        order.append("teardown")
+
+    @app.get("/slow")
+    @sse_route(heartbeat=None)
+    def slow() -> t.Iterator[str]:
+        g.x = "set"
+        try:
+            yield "a"
+            time.sleep(0.3)  # a blocked call: a thread cannot be interrupted
+            order.append(f"generator sees g: {g.get('x', 'missing')}")
+            yield "b"
+        finally:
+            order.append("finally")
+
+    client = app.test_client()
+    response = client.get("/slow", buffered=False)
+    assert next(iter_events(response)).data == "a"
+    response.close()
+    assert order == ["generator sees g: set", "finally", "teardown"]
+
+
+def test_headers_merge_case_insensitively(app: Flask, client: t.Any) -> None:
+    @app.get("/h")
+    @sse_route(headers={"cache-control": "no-cache", "X-Extra": "1"})
+    def h() -> t.Iterator[str]:
+        yield "a"
+
+    for response in (client.get("/h"), client.head("/h")):
+        assert response.headers.getlist("Cache-Control") == ["no-cache"]
+        assert response.headers["X-Extra"] == "1"
+        assert "Content-Length" not in response.headers
+        response.close()

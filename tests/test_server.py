@@ -265,3 +265,52 @@ def test_gthread_worker_streams_and_cleans_up(start_server: t.Callable[..., Serv
     stream.close()
     stats = server.wait_stats(lambda s: s["live"] == 0, 5)
     assert stats["live"] == 0
+
+
+def test_streams_opened_while_stopping_are_ended_too(
+    start_server: t.Callable[..., Server],
+) -> None:
+    """A client reconnecting right after SIGTERM can land on the stopping
+    worker before it closes its listener; that stream must end as well."""
+    server = start_server(env={"TEST_HEARTBEAT": "5", "EVSTREAM_GRACEFUL_TIMEOUT": "30"})
+    first = RawStream(server.url, "/blocked")
+    first.read_event()
+    sent = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)
+    late = []
+    for _ in range(5):
+        try:
+            late.append(RawStream(server.url, "/blocked", timeout=15))
+        except OSError:
+            break  # the listener is closed: nothing more to end
+        time.sleep(0.05)
+    for s in [first, *late]:
+        s.read_to_end()
+        assert s.closed_by_server
+        s.close()
+    server.proc.wait(30)
+    assert time.monotonic() - sent < 10
+    assert "Worker graceful timeout" not in server.log()
+
+
+def test_max_requests_restart_ends_streams(start_server: t.Callable[..., Server]) -> None:
+    """gunicorn's max_requests stops a worker without a signal."""
+    server = start_server(
+        env={
+            "TEST_HEARTBEAT": "5",
+            "EVSTREAM_GRACEFUL_TIMEOUT": "30",
+            "GUNICORN_CMD_ARGS": "--max-requests 5",
+        }
+    )
+    pid = server.stats()["pid"]
+    stream = RawStream(server.url, "/blocked")
+    stream.read_event()
+    started = time.monotonic()
+    for _ in range(5):
+        httpx.get(server.url + "/stats", timeout=10)
+    stream.read_to_end()
+    assert stream.closed_by_server
+    stream.close()
+    assert time.monotonic() - started < 10
+    assert server.wait_stats(lambda s: s["pid"] != pid, 15)["pid"] != pid
+    assert "Worker graceful timeout" not in server.log()
