@@ -1,6 +1,7 @@
 """Server-Sent Events for Flask: ``@sse_route`` streams a sync generator as a
 correct ``text/event-stream`` response, served by gunicorn's gevent worker."""
 
+from .channels import GAP_EVENT, Subscription
 from .decorator import sse_route
 from .event import Event
 from .extension import EvStream
@@ -10,8 +11,10 @@ from .response import end_streams, live_streams
 __version__ = "0.1.0"
 
 __all__ = [
+    "GAP_EVENT",
     "EvStream",
     "Event",
+    "Subscription",
     "end_streams",
     "last_event_id",
     "live_streams",

@@ -33,7 +33,16 @@ from __future__ import annotations
 import json
 import typing as t
 
-__all__ = ["Event", "encode_item", "takes_id", "retry_line", "HEARTBEAT", "OPEN"]
+__all__ = [
+    "Event",
+    "encode_item",
+    "takes_id",
+    "retry_line",
+    "check_event_type",
+    "data_text",
+    "HEARTBEAT",
+    "OPEN",
+]
 
 #: Written when nothing else was written for a heartbeat interval.
 HEARTBEAT = b": ping\n"
@@ -213,6 +222,24 @@ class Event:
             if value is not None
         )
         return f"Event({fields})"
+
+
+def check_event_type(event: t.Any) -> str:
+    """Validate an event type the way :class:`Event` does.
+
+    :raises TypeError: not a str.
+    :raises ValueError: it holds CR or LF.
+    """
+    return _check_field("event", event)
+
+
+def data_text(data: t.Any) -> str:
+    """Return the text an :class:`Event` sends for ``data``: a str as is,
+    anything else as compact JSON.
+
+    :raises TypeError: ``data`` is not JSON-serializable (or not finite).
+    """
+    return _data_text(data)
 
 
 def retry_line(retry: int) -> bytes:

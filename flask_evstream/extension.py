@@ -5,8 +5,15 @@ from __future__ import annotations
 import dataclasses
 import typing as t
 
+from flask import abort, current_app, has_app_context, has_request_context
+
+from .channels import Subscription, check_channel, parse_event_id
+from .event import check_event_type, data_text
+
 if t.TYPE_CHECKING:
     from flask import Flask
+
+    from .brokers.base import Broker
 
 __all__ = ["EvStream", "Settings", "DEFAULTS", "FROM_CONFIG", "settings_for"]
 
@@ -16,6 +23,9 @@ DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_RETRY": None,
     "EVSTREAM_START_WAIT": 0.25,
     "EVSTREAM_MAX_BUFFER": 64 * 1024,
+    "EVSTREAM_BROKER_URL": "memory://",
+    "EVSTREAM_HISTORY": 1000,
+    "EVSTREAM_QUEUE_SIZE": 1000,
 }
 
 
@@ -81,6 +91,9 @@ class Settings:
     retry: int | None = None
     start_wait: float = 0.25
     max_buffer: int = 64 * 1024
+    broker_url: str = "memory://"
+    history: int = 1000
+    queue_size: int = 1000
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -93,11 +106,19 @@ class Settings:
         def get(key: str) -> t.Any:
             return config.get(key, DEFAULTS[key])
 
-        max_buffer = get("EVSTREAM_MAX_BUFFER")
-        if isinstance(max_buffer, bool) or not isinstance(max_buffer, int) or max_buffer < 1:
+        def integer(key: str, low: int, what: str) -> int:
+            value = get(key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(
+                    f"{key} must be an integer number of {what} >= {low}, got {value!r}"
+                )
+            return value
+
+        broker_url = get("EVSTREAM_BROKER_URL")
+        if not isinstance(broker_url, str) or "://" not in broker_url:
             raise ValueError(
-                "EVSTREAM_MAX_BUFFER must be a positive integer number of bytes,"
-                f" got {max_buffer!r}"
+                "EVSTREAM_BROKER_URL must be a URL such as memory:// or"
+                f" redis://localhost:6379/0, got {broker_url!r}"
             )
         start_wait = _number("EVSTREAM_START_WAIT", get("EVSTREAM_START_WAIT"), allow_none=False)
         assert start_wait is not None
@@ -105,7 +126,10 @@ class Settings:
             heartbeat=check_heartbeat("EVSTREAM_HEARTBEAT", get("EVSTREAM_HEARTBEAT")),
             retry=check_retry("EVSTREAM_RETRY", get("EVSTREAM_RETRY")),
             start_wait=start_wait,
-            max_buffer=max_buffer,
+            max_buffer=integer("EVSTREAM_MAX_BUFFER", 1, "bytes"),
+            broker_url=broker_url,
+            history=integer("EVSTREAM_HISTORY", 0, "events"),
+            queue_size=integer("EVSTREAM_QUEUE_SIZE", 1, "events"),
         )
 
 
@@ -113,6 +137,7 @@ class Settings:
 class _State:
     extension: EvStream
     settings: Settings
+    broker: Broker
 
 
 def settings_for(app: Flask) -> Settings:
@@ -126,15 +151,21 @@ def settings_for(app: Flask) -> Settings:
 
 
 class EvStream:
-    """The flask-evstream extension.
+    """The flask-evstream extension: configuration and broadcast channels.
 
-    ``sse_route`` works without it; registering it validates the
-    configuration once at start-up::
+    ``sse_route`` works without it. Registering it validates the
+    configuration once at start-up and gives the app a broker for
+    :meth:`publish` and :meth:`subscribe`::
 
         sse = EvStream(app)
         # or, with an app factory:
         sse = EvStream()
         sse.init_app(app)
+
+        @app.get("/news")
+        @sse_route()
+        def news():
+            return sse.subscribe("news", last_event_id=last_event_id())
 
     :param app: an app to register on now.
 
@@ -142,12 +173,16 @@ class EvStream:
     """
 
     def __init__(self, app: Flask | None = None) -> None:
+        self._authorize: t.Callable[[str], bool] | None = None
+        # The states of the apps registered, to find the broker where no app
+        # context is pushed (a thread, a greenlet) when there is one app.
+        self._states: list[_State] = []
         if app is not None:
             self.init_app(app)
 
     def init_app(self, app: Flask) -> None:
-        """Register on ``app``: write the defaults of missing config keys and
-        validate them.
+        """Register on ``app``: write the defaults of missing config keys,
+        validate them and make the app's broker.
 
         Config keys read (defaults in :data:`DEFAULTS`):
 
@@ -160,6 +195,14 @@ class EvStream:
           (``abort(403)``) becomes the response. Default 0.25.
         - ``EVSTREAM_MAX_BUFFER``: bytes a stream may have pending for a
           slow client before its generator is paused. Default 65536.
+        - ``EVSTREAM_BROKER_URL``: ``memory://`` (one process) or
+          ``redis://host:port/db`` (Redis Streams, many workers and hosts).
+          Default ``memory://``.
+        - ``EVSTREAM_HISTORY``: events kept per channel for replay after
+          ``Last-Event-ID``. Default 1000.
+        - ``EVSTREAM_QUEUE_SIZE``: live events a subscriber may have waiting;
+          a client that falls further behind is cut off and replays from
+          history when it reconnects. Default 1000.
 
         :raises RuntimeError: the extension is already registered on ``app``.
         :raises ValueError: a config value is not allowed.
@@ -171,4 +214,128 @@ class EvStream:
             )
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        app.extensions["evstream"] = _State(self, Settings.from_config(app.config))
+        settings = Settings.from_config(app.config)
+        from .brokers import broker_from_url
+
+        broker = broker_from_url(settings.broker_url, history=settings.history)
+        state = _State(self, settings, broker)
+        app.extensions["evstream"] = state
+        self._states.append(state)
+
+    def _state(self) -> _State:
+        if has_app_context():
+            state = current_app.extensions.get("evstream")
+            if state is None or state.extension is not self:
+                raise RuntimeError(
+                    "This EvStream is not registered on the current app."
+                    " Did you forget to call init_app(app)?"
+                )
+            return state  # type: ignore[no-any-return]
+        if len(self._states) == 1:
+            return self._states[0]
+        if not self._states:
+            raise RuntimeError(
+                "This EvStream is not registered on any app. Did you forget to call init_app(app)?"
+            )
+        raise RuntimeError(
+            "This EvStream is registered on several apps: push an app context"
+            " (with app.app_context():) to say which one."
+        )
+
+    @property
+    def broker(self) -> Broker:
+        """The broker of the current app (or of the only app)."""
+        return self._state().broker
+
+    def authorize(self, func: t.Callable[[str], bool]) -> t.Callable[[str], bool]:
+        """Register the function that decides whether the current request
+        may read a channel; use it as a decorator::
+
+            @sse.authorize
+            def may_read(channel: str) -> bool:
+                return channel == "news" or current_user.is_admin
+
+        :meth:`subscribe` calls it, in the request, for each channel; a
+        ``False`` answers 403 before the stream starts.
+        """
+        if not callable(func):
+            raise TypeError(f"authorize takes a function, got {func!r}")
+        self._authorize = func
+        return func
+
+    def publish(
+        self,
+        channel: str,
+        data: t.Any,
+        *,
+        event: str | None = None,
+        id: int | str | None = None,
+    ) -> str:
+        """Publish an event to every subscriber of ``channel``, in every
+        process that shares the broker.
+
+        Callable from a request, a thread, a greenlet or a CLI command (with
+        one app registered, no app context is needed). The data is encoded
+        once, whatever the number of subscribers.
+
+        :param channel: the channel, 1 to 200 printable characters.
+        :param data: a str (sent as is) or a JSON-serializable value.
+        :param event: the event type.
+        :param id: an explicit id: an integer higher than every id the
+            broker gave before (to follow an outside sequence); by default
+            the next one.
+        :return: the event's id, as clients see it (``Last-Event-ID``).
+        :raises TypeError, ValueError: a bad channel, data, event or id.
+        """
+        check_channel(channel)
+        text = data_text(data)
+        if event is not None:
+            check_event_type(event)
+        number: int | None = None
+        if id is not None:
+            number = parse_event_id(id if isinstance(id, str) else None)
+            if isinstance(id, int) and not isinstance(id, bool) and 0 < id < 10**18:
+                number = id
+            if number is None or number < 1:
+                raise ValueError(f"publish id must be a positive integer below 10**18, got {id!r}")
+        return str(self._state().broker.publish(channel, text, event=event, id=number))
+
+    def subscribe(
+        self,
+        channels: str | t.Iterable[str],
+        *,
+        last_event_id: str | None = None,
+    ) -> Subscription:
+        """Subscribe to one channel or several.
+
+        Return it from an ``sse_route`` view (the lean way: no extra greenlet
+        per client) or ``yield from`` it in a generator. It first replays the
+        history after ``last_event_id`` (an :data:`~flask_evstream.channels.GAP_EVENT`
+        event comes first when that id is older than the history kept), then
+        yields live events, each with its id.
+
+        :param channels: a channel name or an iterable of names.
+        :param last_event_id: where the client stopped, usually
+            :func:`~flask_evstream.last_event_id`; ``None`` to start live.
+        :raises TypeError, ValueError: a bad channel name.
+        :raises werkzeug.exceptions.Forbidden: the authorize hook refused a
+            channel.
+        """
+        names = (channels,) if isinstance(channels, str) else tuple(channels)
+        if not names:
+            raise ValueError("subscribe needs at least one channel")
+        names = tuple(dict.fromkeys(check_channel(c) for c in names))
+        if self._authorize is not None:
+            if not has_request_context():
+                raise RuntimeError("subscribe with an authorize hook must be called in a request")
+            for name in names:
+                if not self._authorize(name):
+                    abort(403)
+        state = self._state()
+        return Subscription(
+            state.broker,
+            names,
+            after=parse_event_id(last_event_id),
+            last_event_id=last_event_id,
+            queue_size=state.settings.queue_size,
+        )

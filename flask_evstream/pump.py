@@ -24,6 +24,7 @@ computes without blocking, and it waits when ``max_buffer`` bytes are pending
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import itertools
 import logging
@@ -34,7 +35,7 @@ import typing as t
 
 from .event import encode_item, takes_id
 
-__all__ = ["Pump", "uses_gevent"]
+__all__ = ["Pump", "Source", "uses_gevent"]
 
 #: An event that comes this long (seconds) after the previous one is from a
 #: slow producer: hand it to the writer at once instead of batching.
@@ -44,6 +45,44 @@ SLOW_GAP = 0.001
 CLOSE_TIMEOUT = 5.0
 
 _thread_names = itertools.count(1)
+
+#: The pump running in this greenlet or thread, if any.
+_current: contextvars.ContextVar[Pump | None] = contextvars.ContextVar(
+    "flask_evstream.pump", default=None
+)
+
+
+def on_close(callback: t.Callable[[], None]) -> bool:
+    """Call ``callback`` when the stream running this code is closed.
+
+    For sources of our own that block (a channel subscription): a thread
+    cannot be interrupted, but such a source can be woken.
+
+    :return: whether this runs in a stream's pump.
+    """
+    pump = _current.get()
+    if pump is None:
+        return False
+    pump._wakers.append(callback)
+    if pump._closed:
+        callback()
+    return True
+
+
+class Source(t.Protocol):
+    """What a stream body reads from: a :class:`Pump`, or a source that can
+    wait with a timeout by itself (a channel subscription)."""
+
+    error: BaseException | None
+
+    def take(self, timeout: float | None) -> bytes | None:
+        """Pending bytes; ``None`` after ``timeout``; ``b""`` at the end."""
+
+    def end(self) -> None:
+        """Make :meth:`take` finish soon (graceful shutdown)."""
+
+    def close(self) -> None:
+        """Stop producing and release everything."""
 
 
 def uses_gevent() -> bool:
@@ -74,12 +113,24 @@ class Pump:
         self._logger = logger
         self._max_buffer = max_buffer
         self._next_id = first_id
-        self._cond = threading.Condition(threading.Lock())
-        self._buffer: list[bytes] = []
-        self._size = 0
+        self._gevent = uses_gevent()
+        if self._gevent:
+            from gevent.event import Event
+        else:
+            from threading import Event
+        # The producer appends and the reader pops (both atomic), and each
+        # byte counter has one writer, so the hot path takes no lock. A side
+        # announces that it waits (flag) before it checks the state again, and
+        # the other side sets the event only when the flag is up: no lost
+        # wake-ups, and no wake-up cost while both are busy.
+        self._queue: collections.deque[bytes] = collections.deque()
+        self._produced_bytes = 0
+        self._consumed_bytes = 0
+        self._ready = Event()  # the reader waits: something queued, or the end
         self._reader_waiting = False
+        self._space = Event()  # the producer waits: the reader took something
         self._writer_waiting = False
-        self._started = False  # first item produced, or finished
+        self._lock = threading.Lock()  # error vs commit only
         self._produced = False
         self._committed = False  # the response has started: errors are logged
         self._closed = False
@@ -88,8 +139,8 @@ class Pump:
         self.done = False
         #: The exception the iterable raised, if it did.
         self.error: BaseException | None = None
-        self._gevent = uses_gevent()
         self._worker: t.Any = None
+        self._wakers: list[t.Callable[[], None]] = []
 
     def start(self) -> None:
         """Start iterating in a new greenlet (gevent) or daemon thread.
@@ -112,17 +163,24 @@ class Pump:
             )
             self._worker.start()
 
+    def _has_news(self) -> bool:
+        return bool(self._queue) or self.done or self._closed
+
+    def _wait_news(self, timeout: float | None) -> bool:
+        if not self._has_news():
+            self._ready.clear()
+            self._reader_waiting = True
+            if not self._has_news():
+                self._ready.wait(timeout)
+            self._reader_waiting = False
+        return self._has_news()
+
     def wait_started(self, timeout: float) -> bool:
-        """Wait until the first item is buffered or the iterable ended.
+        """Wait until the first item is queued or the iterable ended.
 
         :return: whether that happened within ``timeout`` seconds.
         """
-        with self._cond:
-            if not self._started:
-                self._reader_waiting = True
-                self._cond.wait_for(lambda: self._started, timeout)
-                self._reader_waiting = False
-            return self._started
+        return self._wait_news(timeout)
 
     def commit(self) -> BaseException | None:
         """Mark the response as started and return an early error, if any.
@@ -133,23 +191,35 @@ class Pump:
         with the matching error response (``abort(403)`` gives 403). After
         this call, exceptions are logged and end the stream.
         """
-        with self._cond:
+        with self._lock:
             self._committed = True
             if self.error is not None and not self._produced:
                 return self.error
             return None
 
     def _run(self) -> None:
-        cond = self._cond
-        buffer = self._buffer
-        last = time.monotonic()
-        iterator = None
         self._ran = True
+        _current.set(self)
+        iterator = None
+        queue = self._queue
+        monotonic = time.monotonic
+        yield_to_writer = None
+        if self._gevent:
+            import gevent
+
+            yield_to_writer = gevent.sleep
         try:
             if self._closed:
                 return
             iterator = iter(self._iterable)
-            for item in iterator:
+            next_item = iterator.__next__
+            while True:
+                began = monotonic()
+                try:
+                    item = next_item()
+                except StopIteration:
+                    break
+                slow = monotonic() - began >= SLOW_GAP
                 if self._next_id is not None and takes_id(item):
                     chunk = encode_item(item, self._next_id)
                     self._next_id += 1
@@ -157,26 +227,31 @@ class Pump:
                     chunk = encode_item(item)
                 if not chunk:
                     continue
-                now = time.monotonic()
-                with cond:
+                if self._closed:
+                    break
+                queue.append(chunk)
+                self._produced = True
+                self._produced_bytes += len(chunk)
+                if self._reader_waiting:
+                    self._ready.set()
+                if self._produced_bytes - self._consumed_bytes >= self._max_buffer:
+                    self._space.clear()
+                    self._writer_waiting = True
+                    while (
+                        self._produced_bytes - self._consumed_bytes >= self._max_buffer
+                        and not self._closed
+                    ):
+                        self._space.wait()
+                        self._space.clear()
+                    self._writer_waiting = False
                     if self._closed:
                         break
-                    buffer.append(chunk)
-                    self._size += len(chunk)
-                    self._started = self._produced = True
-                    if self._reader_waiting:
-                        cond.notify()
-                    while self._size >= self._max_buffer and not self._closed:
-                        self._writer_waiting = True
-                        cond.wait()
-                        self._writer_waiting = False
-                    if self._closed:
-                        break
-                if now - last >= SLOW_GAP:
-                    time.sleep(0)  # let the writer send it now
-                last = now
+                elif slow and yield_to_writer is not None:
+                    # A producer that took its time: send this event now,
+                    # even if the producer computes on without blocking.
+                    yield_to_writer(0)
         except Exception as e:
-            with cond:
+            with self._lock:
                 self.error = e
                 early = not self._committed and not self._produced
             if not early:
@@ -189,10 +264,8 @@ class Pump:
             try:
                 self._close_iterable(iterator)
             finally:
-                with cond:
-                    self.done = True
-                    self._started = True
-                    cond.notify_all()
+                self.done = True
+                self._ready.set()
 
     def _close_iterable(self, iterator: t.Any) -> None:
         # The iterator first (a generator's finally runs), then the iterable
@@ -207,27 +280,23 @@ class Pump:
                 self._logger.error("Exception while closing event stream", exc_info=True)
 
     def take(self, timeout: float | None) -> bytes | None:
-        """Return everything buffered as one chunk, waiting up to ``timeout``.
+        """Return everything queued as one chunk, waiting up to ``timeout``.
 
         :return: the pending bytes; ``None`` when ``timeout`` passed with
             nothing to send; ``b""`` when the iterable has ended and all was
             taken.
         """
-        with self._cond:
-            if not self._buffer and not self.done and not self._closed:
-                self._reader_waiting = True
-                self._cond.wait(timeout)
-                self._reader_waiting = False
-            if self._buffer:
-                chunk = b"".join(self._buffer) if len(self._buffer) > 1 else self._buffer[0]
-                self._buffer.clear()
-                self._size = 0
-                if self._writer_waiting:
-                    self._cond.notify()
-                return chunk
-            if self.done or self._closed:
-                return b""
-            return None
+        queue = self._queue
+        if not queue:
+            self._wait_news(timeout)
+            if not queue:
+                return b"" if self.done or self._closed else None
+        parts = [queue.popleft() for _ in range(len(queue))]
+        chunk = parts[0] if len(parts) == 1 else b"".join(parts)
+        self._consumed_bytes += len(chunk)
+        if self._writer_waiting:
+            self._space.set()
+        return chunk
 
     def end(self) -> None:
         """End the stream soon: :meth:`take` returns what is pending, then ``b""``.
@@ -235,9 +304,11 @@ class Pump:
         Safe to call from any greenlet or thread; :meth:`close` still has to
         be called to stop the iterable.
         """
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self._closed = True
+        self._ready.set()
+        self._space.set()
+        for wake in self._wakers:
+            wake()
 
     def close(self) -> None:
         """Stop the iterable and release it.
@@ -247,9 +318,7 @@ class Pump:
         way this returns once the generator's ``finally`` blocks ran, or after
         :data:`CLOSE_TIMEOUT` with a warning.
         """
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()
+        self.end()
         worker = self._worker
         if worker is None:
             self._close_iterable(None)

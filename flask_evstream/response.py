@@ -12,10 +12,11 @@ from flask import Response, current_app, got_request_exception, request, request
 from flask.globals import request_ctx
 from werkzeug.datastructures import Headers
 
+from .channels import Subscription
 from .event import HEARTBEAT, OPEN, retry_line
 from .extension import FROM_CONFIG, settings_for
 from .helpers import last_event_id
-from .pump import Pump
+from .pump import Pump, Source
 
 if t.TYPE_CHECKING:
     from flask import Flask
@@ -78,7 +79,8 @@ def end_streams() -> int:
 class EventStream:
     """The WSGI body of a stream response.
 
-    Iterating it yields what the :class:`~flask_evstream.pump.Pump` buffered,
+    Iterating it yields what its source (a :class:`~flask_evstream.pump.Pump`,
+    or a :class:`~flask_evstream.channels.Subscription` read in place) has,
     all pending events in one chunk, or a heartbeat comment after
     ``heartbeat`` seconds of silence. The server calls :meth:`close` when the
     response ends, when the client went away (a write failed), or on error:
@@ -87,7 +89,7 @@ class EventStream:
 
     def __init__(
         self,
-        pump: Pump,
+        pump: Source,
         *,
         app: Flask,
         retry: int | None,
@@ -210,21 +212,29 @@ def stream_response(
         retry = settings.retry
     if heartbeat is FROM_CONFIG:
         heartbeat = settings.heartbeat
-    pump = Pump(
-        iterable,
-        logger=app.logger,
-        max_buffer=settings.max_buffer,
-        first_id=_first_id() if ids else None,
-    )
-    pump.start()
-    if settings.start_wait:
-        pump.wait_started(settings.start_wait)
-    error = pump.commit()
-    if error is not None:
-        pump.close()
-        raise error
+    source: Source
+    if isinstance(iterable, Subscription):
+        # Read in this greenlet: no pump, no extra greenlet per client.
+        # Registration and replay happen here, so errors are responses.
+        source = iterable
+        source.wait_started(settings.start_wait)
+    else:
+        pump = Pump(
+            iterable,
+            logger=app.logger,
+            max_buffer=settings.max_buffer,
+            first_id=_first_id() if ids else None,
+        )
+        pump.start()
+        if settings.start_wait:
+            pump.wait_started(settings.start_wait)
+        error = pump.commit()
+        if error is not None:
+            pump.close()
+            raise error
+        source = pump
     body = EventStream(
-        pump,
+        source,
         app=app,
         retry=retry,
         heartbeat=heartbeat,

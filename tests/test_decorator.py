@@ -20,8 +20,10 @@ from flask_evstream.testing import iter_events, read_events
 
 def test_public_api() -> None:
     assert flask_evstream.__all__ == [
+        "GAP_EVENT",
         "EvStream",
         "Event",
+        "Subscription",
         "end_streams",
         "last_event_id",
         "live_streams",
@@ -102,7 +104,8 @@ def test_ids_number_events_and_resume(app: Flask, client: t.Any) -> None:
         yield {"n": start + 2}
 
     assert client.get("/ids").get_data() == (
-        b'id: 1\ndata: {"n":1}\n\n: not numbered\nid: own\ndata: {"n":2}\n\nid: 2\ndata: {"n":2}\n\n'
+        b'id: 1\ndata: {"n":1}\n\n: not numbered\n'
+        b'id: own\ndata: {"n":2}\n\nid: 2\ndata: {"n":2}\n\n'
     )
     events = read_events(client.get("/ids", headers={"Last-Event-ID": "10"}))
     assert [(e.id, e.data) for e in events] == [
@@ -404,7 +407,7 @@ def test_extension_shape() -> None:
         (
             "EVSTREAM_MAX_BUFFER",
             0,
-            "EVSTREAM_MAX_BUFFER must be a positive integer number of bytes, got 0",
+            "EVSTREAM_MAX_BUFFER must be an integer number of bytes >= 1, got 0",
         ),
     ],
 )

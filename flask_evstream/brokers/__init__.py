@@ -1,0 +1,41 @@
+"""Brokers: where published events are stored and how they reach each process.
+
+* ``memory://`` (:class:`~flask_evstream.brokers.memory.MemoryBroker`), the
+  default: one process, history in a bounded ring per channel.
+* ``redis://host:port/db`` (:class:`~flask_evstream.brokers.redis.RedisBroker`):
+  Redis Streams, for many workers and hosts.
+
+A broker is a subclass of :class:`~flask_evstream.brokers.base.Broker`; a new
+engine is one module.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .base import Broker
+
+__all__ = ["Broker", "broker_from_url"]
+
+
+def broker_from_url(url: str, *, history: int) -> Broker:
+    """Make the broker ``url`` names.
+
+    :param url: ``memory://`` or ``redis://[:password@]host[:port][/db]``
+        (also ``rediss://`` and ``unix://``).
+    :param history: events kept per channel for replay.
+    :raises ValueError: an unknown scheme.
+    """
+    scheme = urlsplit(url).scheme
+    if scheme == "memory":
+        from .memory import MemoryBroker
+
+        return MemoryBroker(history=history)
+    if scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBroker
+
+        return RedisBroker(url, history=history)
+    raise ValueError(
+        "EVSTREAM_BROKER_URL must start with memory://, redis://, rediss:// or unix://,"
+        f" got {url!r}"
+    )

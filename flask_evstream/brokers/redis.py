@@ -1,0 +1,540 @@
+"""The Redis broker: Redis Streams shared by every worker process and host.
+
+**Ids.** One counter key, ``<prefix>:id``, numbers every event of every
+channel. A publish runs one Lua script (``EVALSHA``, loaded again by redis-py
+when Redis forgot it) that increments the counter (or, for an explicit id,
+checks that it is above the counter and sets it), then appends the event to
+the channel's stream, ``<prefix>:ch:<channel>``, with the stream entry id
+``<n>-0``. Script execution is atomic: every event whose id is at most the
+counter's value is already in its stream. Ids are handled as decimal strings
+inside the script, so ids up to 18 digits stay exact (Lua numbers are
+doubles).
+
+**History.** A stream keeps ``history + slack`` entries (``XADD MAXLEN ~``,
+Redis's cheap approximate trimming, which never keeps fewer than asked).
+:meth:`RedisBroker.history` reads, per channel, the newest ``history + 1``
+entries above the client's position (``XREVRANGE ... COUNT history+1``, one
+pipelined round trip for all channels): it returns the newest ``history`` of
+them, and a channel that had one more has a gap. Since trimming only ever
+removes the oldest entries and leaves at least ``history + 1``, this is
+exactly the answer :class:`~flask_evstream.brokers.memory.MemoryBroker`
+gives, with approximate trimming. (Redis 7.0's ``max-deleted-entry-id``
+counts ``XDEL`` only, not trimming, so it cannot tell a gap.) The ``slack``
+entries past the history are for the reader below: they let it fall behind
+a burst without losing events.
+
+**The reader.** Each broker (each worker process) has one reader, started
+with the first local subscriber: a greenlet under gevent, a daemon thread
+otherwise. On a connection of its own it loops on ``XREAD BLOCK`` over the
+streams of the channels that have subscribers in this process, sorts each
+reply by id across streams, and hands every event to the local
+:class:`~flask_evstream.channels.Hub`: one :class:`~flask_evstream.Event`,
+encoded once, for all the subscribers of this process. ``XREAD`` without
+``COUNT`` returns everything above the positions at one instant, so ids
+arrive in increasing order across channels.
+
+**Positions.** When a channel gets its first local subscriber
+(:meth:`~RedisBroker.channels_added`, called after the subscriber is
+registered and before its history is read) the broker reads the counter,
+``C``, and the reader starts that channel at ``C-0``: events up to ``C`` are
+in the stream when the history is read after, and the reader delivers every
+event above ``C``; the subscription drops the overlap. The reader keeps the
+last id it delivered per channel and never delivers an id twice.
+
+**Waking the reader.** A channel added while the reader waits in ``XREAD``
+must be read at once: the broker sends ``CLIENT UNBLOCK <reader id>`` (the id
+the reader got with ``CLIENT ID``) from a pooled connection, and the reader
+starts over with the new streams. ``BLOCK`` is bounded (5 s) as a safety net.
+An ``XREAD`` that was already under way when a channel was added at ``C``
+does not hold that channel's events; the reader delivers nothing above ``C``
+from its reply (the next ``XREAD`` reads them with the new channel's), or a
+subscriber of an old and the new channel would get a newer event of the old
+one before an older one of the new one, and drop the older one.
+
+**Falling behind.** Every entry carries the id of the previous event of its
+channel (``prev``). When the reader sees an entry whose ``prev`` is above
+what it delivered, events were trimmed before it read them: it cuts off the
+local subscribers of that channel, which reconnect with ``Last-Event-ID``
+and replay the history (with a gap event when it does not reach back).
+
+**Redis going away.** The reader catches connection errors, logs once,
+retries with exponential backoff (0.05 s doubling up to 2 s, with jitter),
+reconnects, fetches its new client id and resumes ``XREAD`` from the
+positions it had: events published meanwhile and still kept arrive in order
+and once. Subscribers stay registered; their streams keep sending
+heartbeats; a channel first subscribed meanwhile starts after the highest id
+this process saw (nothing is lost; older events may come live too).
+:meth:`~RedisBroker.publish` and :meth:`~RedisBroker.history`
+raise :class:`redis.ConnectionError` while Redis is unreachable (publish is
+not retried: a publish that failed in mid-air may or may not be stored).
+
+**Connections.** A broker holds the reader's connection plus a
+:class:`redis.BlockingConnectionPool` of at most ``max_connections`` (4)
+for publishing, history, ``GET`` and ``CLIENT UNBLOCK``: the count does not
+grow with the number of subscribers. ``CLIENT LIST`` shows them named
+``<prefix>-reader`` and ``<prefix>``.
+
+**Durability.** Run Redis with ``appendonly yes`` (and ``appendfsync
+everysec`` or ``always``) so the counter and the streams survive a restart.
+A counter that went backwards (Redis restarted with no data) would reuse ids
+clients already saw, which they would ignore; the reader logs an error when
+it sees one.
+
+Stream keys never expire: a channel's stream stays in Redis after its last
+subscriber left, like the rings of the memory broker.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+import typing as t
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from ..event import Event
+from ..pump import uses_gevent
+from .base import Broker, Replay
+
+__all__ = ["RedisBroker"]
+
+logger = logging.getLogger("flask_evstream.redis")
+
+#: How long one ``XREAD`` waits at most (milliseconds), a safety net for a
+#: lost wake-up.
+BLOCK_MS = 5000
+
+#: The reader's reconnection backoff: first delay and cap (seconds).
+BACKOFF_FIRST = 0.05
+BACKOFF_MAX = 2.0
+
+# KEYS[1] the counter, KEYS[2] the stream.
+# ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next), ARGV[3..] field/value.
+# Returns {1, id} or, for an explicit id not above the counter, {0, last}.
+# Ids are decimal strings throughout: Lua numbers are doubles, exact only to
+# 2**53, and ids may have 18 digits.
+_PUBLISH_LUA = """
+local last = redis.call('GET', KEYS[1]) or '0'
+local n = ARGV[2]
+if n == '' then
+  redis.call('INCR', KEYS[1])
+  n = redis.call('GET', KEYS[1])
+else
+  if #n < #last or (#n == #last and n <= last) then
+    return {0, last}
+  end
+  redis.call('SET', KEYS[1], n)
+end
+local prev = '0'
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if top[1] then
+  prev = string.sub(top[1][1], 1, -3)
+end
+local fields = {'prev', prev}
+for i = 3, #ARGV do
+  fields[#fields + 1] = ARGV[i]
+end
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
+return {1, n}
+"""
+
+_CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def _number(entry_id: str) -> int:
+    """The event id of a stream entry id ``<n>-0``."""
+    return int(entry_id.partition("-")[0])
+
+
+def _previous(fields: dict[str, str]) -> int:
+    """The id of the event before this one in its channel (0: unknown)."""
+    try:
+        return int(fields.get("prev") or 0)
+    except ValueError:
+        return 0
+
+
+class RedisBroker(Broker):
+    """Events in Redis Streams, delivered to every process that subscribes.
+
+    :param url: ``redis://[:password@]host[:port][/db]`` (also ``rediss://``
+        and ``unix://``), as :meth:`redis.Redis.from_url` takes it.
+    :param history: events kept per channel for replay (0: none).
+    :param prefix: the prefix of the keys: ``<prefix>:id`` (the counter) and
+        ``<prefix>:ch:<channel>`` (a channel's stream).
+    :param slack: entries kept past ``history`` for the reader, so that a
+        burst it reads late is not lost.
+    :param max_connections: the size of the pool for publishing and history
+        (the reader has one more connection of its own).
+    :param socket_timeout: seconds a command waits for Redis.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        history: int,
+        prefix: str = "evstream",
+        slack: int = 100,
+        max_connections: int = 4,
+        socket_timeout: float = 10.0,
+    ) -> None:
+        super().__init__(history=history)
+        if history < 0 or slack < 1:
+            raise ValueError(f"history must be >= 0 and slack >= 1, got {history} and {slack}")
+        self.url = url
+        self.prefix = prefix
+        self._counter_key = f"{prefix}:id"
+        self._stream_prefix = f"{prefix}:ch:"
+        self._maxlen = history + slack
+        self._socket_timeout = socket_timeout
+        self._pool = redis.BlockingConnectionPool.from_url(
+            url,
+            max_connections=max_connections,
+            timeout=socket_timeout,
+            decode_responses=True,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=socket_timeout,
+            client_name=f"{prefix}",
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = redis.Redis(connection_pool=self._pool)
+        self._publish_script = self._redis.register_script(_PUBLISH_LUA)
+
+        self._lock = threading.Lock()
+        # Per channel with local subscribers: the last id the reader
+        # delivered, or where it starts.
+        self._positions: dict[str, int] = {}
+        self._version = 0  # bumped when channels are added
+        self._seen_version = 0  # the version of the reader's current XREAD
+        # The lowest start position of the channels added since the reader's
+        # current XREAD began: it delivers nothing above it from that reply.
+        self._floor: int | None = None
+        self._high = 0  # the highest id this process saw (counter check)
+        self._reader: t.Any = None  # the thread or greenlet
+        self._reader_pid = 0
+        self._reader_client: redis.Redis | None = None
+        self._reader_id: int | None = None  # CLIENT ID of the reader, while connected
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # the reader idles with no channel
+        self._closed = False
+        #: Times the reader lost Redis and connected again.
+        self.reconnects = 0
+
+    # -- publish and history --------------------------------------------
+
+    def publish(self, channel: str, data: str, *, event: str | None, id: int | None) -> int:
+        """Store an event; the readers of every process deliver it.
+
+        :raises ValueError: ``id`` is not higher than the last id.
+        :raises redis.ConnectionError: Redis is unreachable (the event may or
+            may not be stored when the connection broke during the call).
+        """
+        if event is not None:
+            Event(None, event=event)  # refuse a bad event type before storing it
+        explicit = "" if id is None else str(max(id, 0))
+        args: list[str | int] = [self._maxlen, explicit, "data", data]
+        if event is not None:
+            args += ["event", event]
+        ok, value = self._publish_script(
+            keys=[self._counter_key, self._stream_prefix + channel], args=args
+        )
+        n = int(value)
+        if not ok:
+            raise ValueError(f"publish id must be higher than the last id {n}, got {id}")
+        if n > self._high:
+            self._high = n
+        return n
+
+    def history(self, channels: t.Sequence[str], after: int | None) -> Replay:
+        """Return the kept events of ``channels`` above ``after`` and the
+        channels with a gap.
+
+        :raises redis.ConnectionError: Redis is unreachable.
+        """
+        if after is None or not channels:
+            return [], []
+        keep = self.history_size
+        with self._redis.pipeline(transaction=False) as pipe:
+            for channel in channels:
+                pipe.xrevrange(self._stream_prefix + channel, "+", f"{after + 1}-0", count=keep + 1)
+            replies = pipe.execute()
+        events: list[tuple[int, Event]] = []
+        gap: list[str] = []
+        for channel, entries in zip(channels, replies):
+            if len(entries) > keep:
+                gap.append(channel)
+                entries = entries[:keep]
+            for entry_id, fields in entries:
+                n = _number(entry_id)
+                events.append((n, self._event(n, fields)))
+        events.sort(key=lambda item: item[0])
+        return events, gap
+
+    @staticmethod
+    def _event(n: int, fields: dict[str, str]) -> Event:
+        return Event(fields.get("data", ""), event=fields.get("event"), id=str(n))
+
+    # -- local channels ---------------------------------------------------
+
+    def channels_added(self, channels: list[str]) -> None:
+        """Start reading ``channels`` from the counter's current value.
+
+        Called after the subscriber is registered and before its history is
+        read: events up to the counter are in the history, the reader
+        delivers those above. When Redis is unreachable they start at the
+        highest id this process saw: nothing published since is lost, and
+        events published before it are delivered too.
+        """
+        if self._closed:
+            return
+        try:
+            counter = self._get_counter(self._redis)
+        except _CONNECTION_ERRORS as e:
+            counter = self._high
+            logger.warning(
+                "Redis is unreachable (%s); channels %r start after id %d", e, channels, counter
+            )
+        with self._lock:
+            for channel in channels:
+                self._positions[channel] = counter
+            if self._floor is None or counter < self._floor:
+                self._floor = counter
+            self._version += 1
+            version = self._version
+            start = self._reader is None or self._reader_pid != os.getpid()
+            if start:
+                self._start_reader()
+        if not start:
+            self._wake_reader(version)
+
+    def channels_removed(self, channels: list[str]) -> None:
+        with self._lock:
+            for channel in channels:
+                self._positions.pop(channel, None)
+
+    def _get_counter(self, client: redis.Redis) -> int:
+        # Every id seen before the GET was stored before it ran.
+        high = self._high
+        counter = int(client.get(self._counter_key) or 0)
+        if counter < high:
+            logger.error(
+                "The event id counter %r went back from %d to %d: Redis lost its data"
+                " (run it with appendonly yes). Clients ignore events until ids pass"
+                " the ones they saw.",
+                self._counter_key,
+                high,
+                counter,
+            )
+            self._high = counter
+            with self._lock:
+                for channel, position in self._positions.items():
+                    if position > counter:
+                        self._positions[channel] = counter
+        elif counter > self._high:
+            self._high = counter
+        return counter
+
+    def _start_reader(self) -> None:
+        """Start the reader (under the lock)."""
+        self._reader_pid = os.getpid()
+        self._reader_client = None
+        self._reader_id = None
+        # Made here, in the worker, in case gevent patched threading since.
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        if uses_gevent():
+            import gevent
+
+            self._reader = gevent.spawn(self._run)
+        else:
+            self._reader = threading.Thread(
+                target=self._run, name="evstream-redis-reader", daemon=True
+            )
+            self._reader.start()
+
+    def _wake_reader(self, version: int) -> None:
+        """Make the reader start a new ``XREAD`` that includes ``version``'s
+        channels: unblock it until it has, or it is not connected."""
+        self._wake.set()
+        for attempt in range(100):
+            reader_id = self._reader_id
+            if self._seen_version >= version or reader_id is None or self._closed:
+                return
+            try:
+                if self._redis.client_unblock(reader_id):
+                    return
+            except _CONNECTION_ERRORS:
+                return  # the reader is reconnecting; it reads all channels then
+            # Not blocked yet: it is between its snapshot and its XREAD, or
+            # delivering. Try again in a moment.
+            time.sleep(0.001 * min(attempt + 1, 10))
+
+    # -- the reader -------------------------------------------------------
+
+    def _connect_reader(self) -> redis.Redis:
+        client = self._reader_client
+        if client is None:
+            client = self._reader_client = redis.Redis.from_url(
+                self.url,
+                single_connection_client=True,
+                decode_responses=True,
+                socket_timeout=BLOCK_MS / 1000 + self._socket_timeout,
+                socket_connect_timeout=self._socket_timeout,
+                client_name=f"{self.prefix}-reader",
+                retry=Retry(NoBackoff(), 0),
+            )
+        if self._reader_id is None:
+            reader_id = int(client.client_id())
+            self._get_counter(client)  # checks that it did not go back
+            self._reader_id = reader_id
+        return client
+
+    def _run(self) -> None:
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                client = self._connect_reader()
+                with self._lock:
+                    streams = {
+                        self._stream_prefix + channel: f"{position}-0"
+                        for channel, position in self._positions.items()
+                    }
+                    self._seen_version = self._version
+                    self._floor = None
+                    self._wake.clear()
+                if failures:
+                    logger.warning("Redis is back; reading events again")
+                    self.reconnects += 1
+                    failures = 0
+                if not streams:
+                    self._wake.wait(BLOCK_MS / 1000)
+                    continue
+                reply = client.xread(streams, block=BLOCK_MS)  # type: ignore[arg-type]
+                if reply:
+                    with self._lock:
+                        limit = self._floor
+                    self._dispatch(reply, limit)
+            except _CONNECTION_ERRORS as e:
+                self._reader_id = None
+                if self._stop.is_set():
+                    break
+                if not failures:
+                    logger.warning("Lost Redis (%s); reconnecting", e)
+                failures += 1
+                self._backoff(failures)
+            except Exception:
+                if self._stop.is_set():
+                    break
+                logger.exception("Error in the Redis reader; it goes on")
+                self._reader_id = None
+                failures += 1
+                self._backoff(failures)
+        last = self._reader_client
+        self._reader_client = None
+        self._reader_id = None
+        if last is not None:
+            last.close()
+
+    def _backoff(self, failures: int) -> None:
+        delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(failures - 1, 10))
+        self._stop.wait(delay * random.uniform(0.5, 1.0))
+
+    def _dispatch(self, reply: t.Any, limit: int | None) -> None:
+        """Deliver one ``XREAD`` reply, in id order across streams, up to
+        ``limit``.
+
+        A channel added while the ``XREAD`` was under way starts at the
+        counter ``C`` it had then, and this reply does not hold its events
+        above ``C``. Delivering an event above ``C`` of another channel now
+        would put it before them, and a subscriber of both channels drops
+        events older than the last it got: those wait for the next ``XREAD``,
+        which reads all channels at one instant.
+        """
+        items = reply.items() if isinstance(reply, dict) else reply  # RESP3 or RESP2
+        entries: list[tuple[int, str, dict[str, str]]] = []
+        skip = len(self._stream_prefix)
+        for stream, messages in items:
+            if isinstance(messages, list) and len(messages) == 1 and isinstance(messages[0], list):
+                messages = messages[0]  # RESP3 wraps them once more
+            channel = stream[skip:]
+            for entry_id, fields in messages:
+                entries.append((_number(entry_id), channel, fields))
+        entries.sort(key=lambda entry: entry[0])
+        for n, channel, fields in entries:
+            if limit is not None and n > limit:
+                break
+            with self._lock:
+                position = self._positions.get(channel)
+                if position is None or n <= position:
+                    continue  # removed, or delivered (or before the start)
+                self._positions[channel] = n
+                if n > self._high:
+                    self._high = n
+            if _previous(fields) > position:
+                logger.warning(
+                    "The reader fell behind on channel %r: events after id %d were"
+                    " trimmed before it read them; its subscribers here are cut off"
+                    " and replay the history when they reconnect",
+                    channel,
+                    position,
+                )
+                self._cut_off(channel)
+                continue
+            try:
+                message = self._event(n, fields)
+            except (TypeError, ValueError):
+                logger.exception("Skipping a bad event %d in channel %r", n, channel)
+                continue
+            self.hub.deliver(channel, n, message)
+
+    def _cut_off(self, channel: str) -> None:
+        self.hub.cut_off(channel)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def info(self) -> dict[str, t.Any]:
+        """The reader's state, for tests and monitoring."""
+        with self._lock:
+            channels = len(self._positions)
+        return {
+            "reader": None if self._reader is None else type(self._reader).__name__,
+            "connected": self._reader_id is not None,
+            "reader_id": self._reader_id,
+            "channels": channels,
+            "reconnects": self.reconnects,
+        }
+
+    def close(self) -> None:
+        """Stop the reader and disconnect. Safe to call more than once."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        self._wake.set()
+        reader = self._reader
+        if reader is not None and self._reader_pid == os.getpid():
+            if not isinstance(reader, threading.Thread):  # a greenlet
+                reader.kill(block=True, timeout=5)
+            else:
+                # Unblock its XREAD; again if it was about to start one.
+                for _ in range(100):
+                    reader_id = self._reader_id
+                    if reader_id is not None:
+                        try:
+                            self._redis.client_unblock(reader_id)
+                        except _CONNECTION_ERRORS:
+                            pass
+                    reader.join(0.05)
+                    if not reader.is_alive():
+                        break
+            client = self._reader_client
+            if client is not None:
+                self._reader_client = None
+                client.close()
+        self._pool.disconnect()
