@@ -1,0 +1,1 @@
+"""The four servers the benchmark compares, one module each (same routes)."""

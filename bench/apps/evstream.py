@@ -1,0 +1,70 @@
+"""(2) evstream: the same views written with ``@sse_route``."""
+
+from __future__ import annotations
+
+import time
+import typing as t
+
+from flask import Flask, request
+
+from flask_evstream import Event, EvStream, sse_route
+
+from .common import (
+    CHUNK_WIRE,
+    DEFAULT_PACED_INTERVAL,
+    DEFAULT_PACED_N,
+    DEFAULT_TOKENS,
+    HEARTBEAT,
+    float_arg,
+    int_arg,
+    make_chunk,
+    pace,
+)
+
+#: The token chunk as one Event, encoded once (``/tokens?prebuilt=1``): the
+#: same per-event work as the bare app, to separate the extension's own cost
+#: from JSON encoding. Not what the headline ``evstream`` row measures.
+PREBUILT = Event(CHUNK_WIRE[len(b"data: ") : -2].decode())
+
+app = Flask(__name__)
+app.config["EVSTREAM_HEARTBEAT"] = HEARTBEAT
+EvStream(app)
+
+
+@app.get("/health")
+def health() -> str:
+    return "ok"
+
+
+@app.get("/idle")
+@sse_route
+def idle() -> t.Iterator[t.Any]:
+    # Blocked for good: only the extension's heartbeats are written.
+    while True:
+        time.sleep(3600)
+        yield {}
+
+
+@app.get("/tokens")
+@sse_route
+def tokens() -> t.Iterator[t.Any]:
+    n = int_arg(request.args, "n", DEFAULT_TOKENS)
+    if request.args.get("prebuilt"):
+        event = PREBUILT
+        return (event for _ in range(n))
+    return (make_chunk() for _ in range(n))
+
+
+@app.get("/paced")
+@sse_route
+def paced() -> t.Iterator[t.Any]:
+    n = int_arg(request.args, "n", DEFAULT_PACED_N)
+    interval = float_arg(request.args, "interval", DEFAULT_PACED_INTERVAL)
+
+    def gen() -> t.Iterator[t.Any]:
+        t0 = time.time()
+        for i in range(n):
+            pace(t0, i, interval, time.sleep)
+            yield {"seq": i, "t": time.time()}
+
+    return gen()
