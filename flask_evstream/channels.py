@@ -71,7 +71,16 @@ def parse_event_id(value: str | None) -> int | None:
 class Subscriber:
     """One stream's bounded queue of live events (thread- and greenlet-safe)."""
 
-    __slots__ = ("channels", "_queue", "_limit", "_ready", "_waiting", "overflowed", "closed")
+    __slots__ = (
+        "channels",
+        "_queue",
+        "_limit",
+        "_ready",
+        "_waiting",
+        "overflowed",
+        "closed",
+        "on_overflow",
+    )
 
     def __init__(self, channels: tuple[str, ...], limit: int) -> None:
         self.channels = channels
@@ -82,6 +91,8 @@ class Subscriber:
         #: The queue filled up: this subscriber was cut off.
         self.overflowed = False
         self.closed = False
+        #: Called once when the queue overflows (the stream drops the client).
+        self.on_overflow: t.Callable[[], None] | None = None
 
     def deliver(self, event_id: int, event: Event) -> None:
         """Queue an event; never waits. A full queue cuts the subscriber off."""
@@ -89,6 +100,8 @@ class Subscriber:
             return
         if len(self._queue) >= self._limit:
             self.overflowed = True
+            if self.on_overflow is not None:
+                self.on_overflow()
         else:
             self._queue.append((event_id, event))
         if self._waiting:
@@ -180,6 +193,8 @@ class Hub:
         for subscriber in self._subscribers.get(channel, ()):
             subscriber.overflowed = True
             subscriber.wake()
+            if subscriber.on_overflow is not None:
+                subscriber.on_overflow()
 
 
 class Subscription:
@@ -214,6 +229,10 @@ class Subscription:
         #: The stream reading this subscription failed with this, if it did.
         self.error: BaseException | None = None
         self.done = False
+        #: Set by the stream that reads this subscription in place: drops the
+        #: client's connection (used when the client falls behind).
+        self.abort: t.Callable[[], None] | None = None
+        self._pump: t.Any = None
 
     # -- iterator -------------------------------------------------------
 
@@ -230,7 +249,8 @@ class Subscription:
         self._started = True
         # Inside a generator's pump: wake this subscription when the stream
         # closes (a thread blocked in it cannot be interrupted).
-        on_close(self.end)
+        self._pump = on_close(self.end)
+        self._subscriber.on_overflow = self._drop_client
         self._broker.hub_add(self._subscriber)
         try:
             replay, gap = self._broker.history(self._channels, self._after)
@@ -266,6 +286,14 @@ class Subscription:
                 self._last = event_id
                 self._pending.append(event)
         return True
+
+    def _drop_client(self) -> None:
+        # The client stopped reading: its write may be stuck with a full
+        # socket buffer, where nothing else would end the stream. Drop the
+        # connection; the browser reconnects and replays from history.
+        abort = self.abort if self._pump is None else self._pump.abort
+        if abort is not None:
+            abort()
 
     def _finish(self) -> None:
         if not self._finished:

@@ -21,7 +21,7 @@ __all__ = ["EvStream", "Settings", "DEFAULTS", "FROM_CONFIG", "settings_for"]
 DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_HEARTBEAT": 15.0,
     "EVSTREAM_RETRY": None,
-    "EVSTREAM_START_WAIT": 0.25,
+    "EVSTREAM_START_WAIT": 0.1,
     "EVSTREAM_MAX_BUFFER": 64 * 1024,
     "EVSTREAM_BROKER_URL": "memory://",
     "EVSTREAM_HISTORY": 1000,
@@ -89,7 +89,7 @@ class Settings:
 
     heartbeat: float | None = 15.0
     retry: int | None = None
-    start_wait: float = 0.25
+    start_wait: float = 0.1
     max_buffer: int = 64 * 1024
     broker_url: str = "memory://"
     history: int = 1000
@@ -192,7 +192,7 @@ class EvStream:
           unless ``sse_route(retry=...)`` says otherwise. Default ``None``.
         - ``EVSTREAM_START_WAIT``: seconds a stream view waits for its first
           event before sending the headers; an error raised in that time
-          (``abort(403)``) becomes the response. Default 0.25.
+          (``abort(403)``) becomes the response. Default 0.1.
         - ``EVSTREAM_MAX_BUFFER``: bytes a stream may have pending for a
           slow client before its generator is paused. Default 65536.
         - ``EVSTREAM_BROKER_URL``: ``memory://`` (one process) or

@@ -71,6 +71,10 @@ graceful_timeout = _int_env("EVSTREAM_GRACEFUL_TIMEOUT", 10)
 keepalive = 5
 # Trust X-Forwarded-* from local proxies only (gunicorn's default).
 forwarded_allow_ips = "127.0.0.1,::1"
+# gunicorn 25+ opens a control socket at one fixed path shared by every
+# gunicorn of the user; off, so that several servers on one host do not
+# take it from each other (gunicorn before 25 ignores the name).
+control_socket_disable = True
 
 
 def on_starting(server: t.Any) -> None:

@@ -52,21 +52,21 @@ _current: contextvars.ContextVar[Pump | None] = contextvars.ContextVar(
 )
 
 
-def on_close(callback: t.Callable[[], None]) -> bool:
+def on_close(callback: t.Callable[[], None]) -> Pump | None:
     """Call ``callback`` when the stream running this code is closed.
 
     For sources of our own that block (a channel subscription): a thread
     cannot be interrupted, but such a source can be woken.
 
-    :return: whether this runs in a stream's pump.
+    :return: the pump this runs in, or ``None``.
     """
     pump = _current.get()
     if pump is None:
-        return False
+        return None
     pump._wakers.append(callback)
     if pump._closed:
         callback()
-    return True
+    return pump
 
 
 class Source(t.Protocol):
@@ -74,6 +74,8 @@ class Source(t.Protocol):
     wait with a timeout by itself (a channel subscription)."""
 
     error: BaseException | None
+    #: Set by the stream: drops the client's connection.
+    abort: t.Callable[[], None] | None
 
     def take(self, timeout: float | None) -> bytes | None:
         """Pending bytes; ``None`` after ``timeout``; ``b""`` at the end."""
@@ -141,6 +143,8 @@ class Pump:
         self.error: BaseException | None = None
         self._worker: t.Any = None
         self._wakers: list[t.Callable[[], None]] = []
+        #: Set by the stream: drops the client's connection.
+        self.abort: t.Callable[[], None] | None = None
 
     def start(self) -> None:
         """Start iterating in a new greenlet (gevent) or daemon thread.

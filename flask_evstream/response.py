@@ -6,6 +6,8 @@ the view before the stream starts, not in the generator.
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import typing as t
 
 from flask import Response, current_app, got_request_exception, request, request_finished
@@ -108,6 +110,12 @@ class EventStream:
         self._ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
         self._ctx.push()
         request.environ[_ENVIRON_KEY] = self
+        # The client's socket, where the server offers it, to drop a client
+        # that stopped reading (a write to it may block for good).
+        self._socket = request.environ.get("gunicorn.socket") or request.environ.get(
+            "werkzeug.socket"
+        )
+        pump.abort = self._abort
         _live.add(self)
 
     def __iter__(self) -> EventStream:
@@ -133,6 +141,12 @@ class EventStream:
             self.close()
             raise StopIteration
         return chunk
+
+    def _abort(self) -> None:
+        self._pump.end()
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
 
     def end(self) -> None:
         """End this stream soon (see :func:`end_streams`)."""

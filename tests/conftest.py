@@ -115,7 +115,8 @@ class Server:
         raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stats(self) -> dict[str, t.Any]:

@@ -296,7 +296,7 @@ def test_heartbeat_under_threads(app: Flask, client: t.Any) -> None:
     @app.get("/quiet")
     @sse_route(heartbeat=0.05)
     def quiet() -> t.Iterator[str]:
-        time.sleep(0.6)  # EVSTREAM_START_WAIT (0.25 s) passes first
+        time.sleep(0.6)  # EVSTREAM_START_WAIT (0.1 s) passes first
         yield "late"
 
     body = client.get("/quiet").get_data()
@@ -370,7 +370,7 @@ def test_extension_shape() -> None:
     sse.init_app(app)
     assert app.config["EVSTREAM_HEARTBEAT"] == 15.0
     assert app.config["EVSTREAM_RETRY"] is None
-    assert app.config["EVSTREAM_START_WAIT"] == 0.25
+    assert app.config["EVSTREAM_START_WAIT"] == 0.1
     assert app.config["EVSTREAM_MAX_BUFFER"] == 65536
     assert app.extensions["evstream"].extension is sse
     with pytest.raises(RuntimeError, match="already registered"):
