@@ -15,11 +15,13 @@ be interrupted, so a generator blocked in a call is closed when that call
 returns and the generator next yields; :meth:`Pump.close` waits for that up
 to :data:`CLOSE_TIMEOUT`.
 
-Output is coalesced: events ready together leave in one write. The pump
-hands control to the writer after an event that followed a pause
-(``SLOW_GAP``), so the events of a slow producer leave at once even when it
-computes without blocking, and it waits when ``max_buffer`` bytes are pending
-(a slow client holds back its own generator, not the worker's memory).
+Output is coalesced: events ready together leave in one write. Under gevent
+the pump hands control to the writer after an event whose generator step
+took ``SLOW_GAP`` or more (it blocked, or computed), so the events of a slow
+producer leave at once even when it computes without blocking, while a fast
+producer fills a batch; only the generator's own step is timed, not the time
+other greenlets ran. The pump waits when ``max_buffer`` bytes are pending (a
+slow client holds back its own generator, not the worker's memory).
 """
 
 from __future__ import annotations
@@ -37,8 +39,8 @@ from .event import encode_item, takes_id
 
 __all__ = ["Pump", "Source", "uses_gevent"]
 
-#: An event that comes this long (seconds) after the previous one is from a
-#: slow producer: hand it to the writer at once instead of batching.
+#: An event whose generator step took this long (seconds) is from a slow
+#: producer: hand it to the writer at once instead of batching.
 SLOW_GAP = 0.001
 
 #: How long :meth:`Pump.close` waits for the generator to stop.

@@ -65,8 +65,9 @@ def end_streams() -> int:
     Each stream writes what its generator already produced and then ends its
     response, so clients reconnect (to another worker). The generators are
     closed when the server closes the responses. Returns at once; safe to
-    call from any thread or greenlet, but not from a signal handler (spawn a
-    greenlet or thread there, as :mod:`flask_evstream.gunicorn_conf` does).
+    call from any thread or greenlet, but not from a signal handler (a
+    greenlet or thread should call it, as the shutdown watcher of
+    :mod:`flask_evstream.gunicorn_conf` does).
 
     :return: the number of streams told to end.
 

@@ -44,5 +44,5 @@ for combo in "3.9|flask>=2.3,<2.4|werkzeug>=2.3,<2.4" "3.13|flask>=3.1|werkzeug>
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check "$flask" "$werkzeug" -e '.[tests]'
   echo "== Python $version, Flask $("$venv/bin/python" -c 'import importlib.metadata as m; print(m.version("flask"))')"
-  "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not server" tests/test_decorator.py tests/test_event.py tests/test_event_parsers.py
+  "$venv/bin/python" -m pytest -q -p no:cacheprovider -m "not server" tests/test_decorator.py tests/test_channels.py tests/test_event.py tests/test_event_parsers.py
 done
