@@ -74,6 +74,17 @@ def test_paced_events_arrive_apart(gevent_server: Server) -> None:
     assert min(gaps) > 0.1, f"events bunched: gaps {gaps}"
 
 
+def test_cpu_bound_producer_events_are_not_held_back(gevent_server: Server) -> None:
+    stream = RawStream(gevent_server.url, "/cpu")
+    lateness = []
+    for _ in range(4):
+        block, _ = stream.read_event()
+        lateness.append(time.time() - json.loads(block.removeprefix(b"data: "))["sent"])
+    stream.close()
+    # Held back until the next event, each would be 150 ms late.
+    assert max(lateness) < 0.1, lateness
+
+
 def test_heartbeat_while_generator_blocks(gevent_server: Server) -> None:
     """TEST_HEARTBEAT is 0.5 s: a generator that never yields still gets a
     comment on the wire about every 0.5 s, and nothing else."""

@@ -272,3 +272,15 @@ def tricky() -> t.Iterator[t.Any]:
     for i, text in enumerate(TRICKY):
         yield Event(text, event="tricky", id=f"t{i}")
     yield Event("end", event="end")
+
+
+@app.get("/cpu")
+@sse_route()
+def cpu() -> t.Iterator[t.Any]:
+    """A producer that computes between events without ever blocking (no
+    greenlet switch): each event must still leave when it is yielded."""
+    for i in range(4):
+        end = time.monotonic() + 0.15
+        while time.monotonic() < end:
+            pass
+        yield {"i": i, "sent": time.time()}
