@@ -84,7 +84,9 @@ class Subscriber:
 
     def __init__(self, channels: tuple[str, ...], limit: int) -> None:
         self.channels = channels
-        self._queue: collections.deque[tuple[int, Event]] = collections.deque()
+        # Made on the first delivery: an idle subscriber costs no buffer.
+        # Only deliver() (the broker's publisher or reader) assigns it.
+        self._queue: collections.deque[tuple[int, Event]] | None = None
         self._limit = limit
         self._ready: t.Any = None  # an Event, made when the reader first waits
         self._waiting = False
@@ -98,12 +100,15 @@ class Subscriber:
         """Queue an event; never waits. A full queue cuts the subscriber off."""
         if self.overflowed or self.closed:
             return
-        if len(self._queue) >= self._limit:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = collections.deque()
+        if len(queue) >= self._limit:
             self.overflowed = True
             if self.on_overflow is not None:
                 self.on_overflow()
         else:
-            self._queue.append((event_id, event))
+            queue.append((event_id, event))
         if self._waiting:
             self._ready.set()
 
@@ -118,17 +123,19 @@ class Subscriber:
         :return: the events; ``[]`` when the time passed; ``None`` when the
             subscriber was cut off or closed and nothing is left.
         """
-        queue = self._queue
-        if not queue and not self.overflowed and not self.closed:
+        if not self._queue and not self.overflowed and not self.closed:
             if self._ready is None:
                 self._ready = _event_class()()
             self._ready.clear()
             self._waiting = True
-            if not queue and not self.overflowed and not self.closed:
+            if not self._queue and not self.overflowed and not self.closed:
                 self._ready.wait(timeout)
             self._waiting = False
+        queue = self._queue
         if self.overflowed or (self.closed and not queue):
             return None
+        if not queue:
+            return []
         return [queue.popleft() for _ in range(len(queue))]
 
 
@@ -207,6 +214,23 @@ class Subscription:
     up, or when closed. Close it (or let the stream close it) to unsubscribe.
     """
 
+    __slots__ = (
+        "_broker",
+        "_channels",
+        "_after",
+        "_last_event_id",
+        "_subscriber",
+        "_pending",
+        "_last",
+        "_started",
+        "_finished",
+        "_closed",
+        "error",
+        "done",
+        "abort",
+        "_pump",
+    )
+
     def __init__(
         self,
         broker: Broker,
@@ -221,7 +245,7 @@ class Subscription:
         self._after = after
         self._last_event_id = last_event_id
         self._subscriber = Subscriber(channels, queue_size)
-        self._pending: collections.deque[Event] = collections.deque()
+        self._pending: list[Event] = []  # only the reading side touches it
         self._last = after if after is not None else -1
         self._started = False
         self._finished = False
@@ -243,7 +267,7 @@ class Subscription:
         while not self._pending:
             if not self._fill(None):
                 raise StopIteration
-        return self._pending.popleft()
+        return self._pending.pop(0)
 
     def _start(self) -> None:
         self._started = True

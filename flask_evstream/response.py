@@ -90,6 +90,8 @@ class EventStream:
     that stops the generator and pops the request context kept for it.
     """
 
+    __slots__ = ("_pump", "app", "_opening", "_heartbeat", "_closed", "_ctx", "_socket")
+
     def __init__(
         self,
         pump: Source,
