@@ -2,9 +2,15 @@
 
 Usage (from the repository root)::
 
-    .venv/bin/python bench/run.py                  # full run, ~15 min
-    .venv/bin/python bench/run.py --quick          # smoke run, ~1-2 min
+    .venv/bin/python bench/run.py                  # full run (A-D, 3 reps), ~15 min
+    .venv/bin/python bench/run.py --quick          # smoke run, ~2-3 min
     .venv/bin/python bench/run.py --scenarios B --servers bare,evstream --reps 5
+    .venv/bin/python bench/run.py --scenarios D    # broadcast latency only
+
+Scenarios: A idle streams, B token throughput, C paced stream, D broadcast
+latency (one publisher, thousands of subscribers on one worker). Each server
+takes part in the scenarios its row is for (``--list`` shows them); the
+``--servers`` list is filtered per scenario.
 
 Every server is a subprocess on a free 127.0.0.1 port, pinned to core 0; the
 load client (``bench/client.py``) is another subprocess pinned to core 1.
@@ -16,6 +22,7 @@ with every raw number in ``bench/results/latest.json``. See
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import http.client
 import json
@@ -37,20 +44,84 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 PY = sys.executable
 
-#: name -> (kind, WSGI/ASGI target, extra query of /tokens). Order is the
-#: order of the tables.
-SERVERS: dict[str, tuple[str, str, str]] = {
-    "bare": ("gunicorn", "bench.apps.bare:app", ""),
-    "flask-plain": ("gunicorn", "bench.apps.flask_plain:app", ""),
-    "evstream": ("gunicorn", "bench.apps.evstream:app", ""),
-    "sse-starlette": ("uvicorn", "bench.apps.sse_starlette_app:app", ""),
-    # Not run by default: evstream yielding one pre-built Event (no JSON
-    # encoding per event), the same work per event as `bare`.
-    "evstream-prebuilt": ("gunicorn", "bench.apps.evstream:app", "&prebuilt=1"),
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """How to run one server row."""
+
+    kind: str  # "gunicorn" (gevent worker) or "uvicorn"
+    target: str  # the WSGI/ASGI app
+    scenarios: str  # the scenarios this row takes part in
+    what: str  # one line for --list
+    idle_path: str = "/idle"  # scenario A's stream
+    tokens_query: str = ""  # added to scenario B's /tokens?n=N
+    broker: str = ""  # "redis": a redis-server is started for it
+
+
+#: Every server row. Order is the order of the tables (each scenario's
+#: baseline first).
+SERVERS: dict[str, Spec] = {
+    "bare": Spec("gunicorn", "bench.apps.bare:app", "ABC", "plain WSGI, pre-encoded bytes"),
+    "flask-plain": Spec(
+        "gunicorn", "bench.apps.flask_plain:app", "ABC", "Response(generator), f-string + json"
+    ),
+    "evstream": Spec(
+        "gunicorn", "bench.apps.evstream:app", "ABC", "@sse_route generator (dict -> JSON)"
+    ),
+    "evstream-sub": Spec(
+        "gunicorn",
+        "bench.apps.evstream:app",
+        "A",
+        "@sse_route view returning sse.subscribe('idle')",
+        idle_path="/idle-sub",
+    ),
+    "evstream-str": Spec(
+        "gunicorn",
+        "bench.apps.evstream:app",
+        "B",
+        "@sse_route generator yielding a constant pre-serialized JSON str",
+        tokens_query="&str=1",
+    ),
+    "evstream-prebuilt": Spec(
+        "gunicorn",
+        "bench.apps.evstream:app",
+        "B",
+        "@sse_route generator yielding one pre-built Event",
+        tokens_query="&prebuilt=1",
+    ),
+    "sse-starlette": Spec(
+        "uvicorn", "bench.apps.sse_starlette_app:app", "ABCD", "EventSourceResponse on uvicorn"
+    ),
+    "bare-fanout": Spec(
+        "gunicorn", "bench.apps.bare_fanout:app", "D", "plain WSGI, a gevent Queue per subscriber"
+    ),
+    "evstream-memory": Spec(
+        "gunicorn", "bench.apps.evstream:app", "D", "sse.subscribe/publish, memory:// broker"
+    ),
+    "evstream-redis": Spec(
+        "gunicorn",
+        "bench.apps.evstream:app",
+        "D",
+        "sse.subscribe/publish, redis:// broker (redis-server on the server core)",
+        broker="redis",
+    ),
 }
-DEFAULT_SERVERS = ("bare", "flask-plain", "evstream", "sse-starlette")
+DEFAULT_SERVERS = tuple(SERVERS)
+SCENARIOS = ("A", "B", "C", "D")
+#: The row every other row of a scenario is compared with.
+BASELINES = {"A": "bare", "B": "bare", "C": "bare", "D": "bare-fanout"}
 BASELINE = "bare"
-SCENARIOS = ("A", "B", "C")
+#: The rows whose targets the report checks, per scenario.
+EVSTREAM_ROWS = {
+    "A": ("evstream", "evstream-sub"),
+    "B": ("evstream", "evstream-str", "evstream-prebuilt"),
+    "C": ("evstream",),
+}
+
+
+def servers_for(scenario: str, selected: t.Iterable[str]) -> list[str]:
+    """The selected rows that take part in ``scenario``, in the given order."""
+    return [n for n in selected if scenario in SERVERS[n].scenarios]
 
 
 def _gunicorn_flags() -> list[str]:
@@ -153,10 +224,19 @@ class Server:
     """One server under test, as a subprocess in its own session."""
 
     def __init__(
-        self, name: str, *, heartbeat: float, core: str | None, logdir: Path, tag: str
+        self,
+        name: str,
+        *,
+        heartbeat: float,
+        core: str | None,
+        logdir: Path,
+        tag: str,
+        redis_server: str = "/usr/bin/redis-server",
     ) -> None:
         self.name = name
-        self.kind, self.target, self.tokens_query = SERVERS[name]
+        self.spec = SERVERS[name]
+        self.kind, self.target = self.spec.kind, self.spec.target
+        self.tokens_query = self.spec.tokens_query
         self.heartbeat = heartbeat
         self.core = core
         self.port = free_port()
@@ -164,6 +244,9 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
         #: the process that serves the connections (gunicorn's worker)
         self.pid = 0
+        self.redis: RedisServer | None = None
+        if self.spec.broker == "redis":
+            self.redis = RedisServer(redis_server, core=core, log_path=logdir / f"redis-{tag}.log")
 
     def command(self) -> list[str]:
         bindir = Path(PY).parent
@@ -195,6 +278,10 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         env = dict(os.environ, BENCH_HEARTBEAT=str(self.heartbeat), PYTHONUNBUFFERED="1")
         env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+        env.pop("BENCH_BROKER_URL", None)
+        if self.redis is not None:
+            self.redis.start()
+            env["BENCH_BROKER_URL"] = f"redis://127.0.0.1:{self.redis.port}/0"
         logf = open(self.log_path, "ab")
         self.proc = subprocess.Popen(
             self.command(),
@@ -238,6 +325,13 @@ class Server:
         return self.pid > 0 and vm_rss_kib(self.pid) is not None
 
     def stop(self) -> None:
+        try:
+            self._stop()
+        finally:
+            if self.redis is not None:
+                self.redis.stop()
+
+    def _stop(self) -> None:
         proc = self.proc
         if proc is None:
             return
@@ -260,7 +354,90 @@ class Server:
             pass
 
 
+class RedisServer:
+    """A throw-away redis-server on a free port (no persistence), pinned to
+    the server core, for the ``evstream-redis`` row."""
+
+    def __init__(self, binary: str, *, core: str | None, log_path: Path) -> None:
+        self.binary = binary
+        self.core = core
+        self.log_path = log_path
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.port = free_port()
+        logf = open(self.log_path, "ab")
+        self.proc = subprocess.Popen(
+            pin(self.core)
+            + [
+                self.binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--protected-mode",
+                "yes",
+                "--logfile",
+                "",
+            ],  # fmt: skip
+            cwd=ROOT,
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        logf.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited at start; see {self.log_path}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    s.sendall(b"PING\r\n")
+                    if s.recv(64).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"redis-server did not answer PING in {timeout} s")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+def redis_server_version(binary: str) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "-"
+    for word in out.stdout.split():
+        if word.startswith("v="):
+            return word[2:]
+    return out.stdout.strip()[:40] or "-"
+
+
 def _show_progress(line: str) -> None:
+    if line.startswith('{"progress_fanout"'):
+        lv = json.loads(line)["progress_fanout"]
+        log(f"    {lv['n']:>6} subscribers: held {lv['held']}, published the level's events")
+        return
     if not line.startswith('{"progress"'):
         return
     lv = json.loads(line)["progress"]
@@ -335,7 +512,7 @@ def scenario_a(srv: Server, cfg: argparse.Namespace) -> dict[str, t.Any]:
         [
             "idle",
             "--port", str(srv.port),
-            "--path", "/idle",
+            "--path", srv.spec.idle_path,
             "--levels", ",".join(map(str, levels)),
             "--rate", str(cfg.open_rate),
             "--open-timeout", str(cfg.open_timeout),
@@ -401,6 +578,37 @@ def scenario_c(srv: Server, cfg: argparse.Namespace) -> dict[str, t.Any]:
         "bunched_pairs": bunched,
         "error": stream.get("error") or None,
     }
+
+
+def scenario_d(srv: Server, cfg: argparse.Namespace) -> dict[str, t.Any]:
+    levels = cfg.fanout_levels
+    per_event = cfg.fanout_interval + cfg.fanout_event_timeout
+    budget = (
+        sum(n / cfg.open_rate + cfg.open_timeout + cfg.settle + 1 for n in levels)
+        + len(levels) * cfg.fanout_events * per_event
+        + 60
+    )
+    res = run_client(
+        [
+            "fanout",
+            "--port", str(srv.port),
+            "--path", "/bcast",
+            "--pub-path", "/publish",
+            "--levels", ",".join(map(str, levels)),
+            "--events", str(cfg.fanout_events),
+            "--interval", str(cfg.fanout_interval),
+            "--event-timeout", str(cfg.fanout_event_timeout),
+            "--rate", str(cfg.open_rate),
+            "--open-timeout", str(cfg.open_timeout),
+            "--settle", str(cfg.settle),
+            "--rss-pid", str(srv.pid),
+            "--cpu-pid", str(srv.pid),
+        ],
+        core=cfg.client_core,
+        timeout=budget,
+    )  # fmt: skip
+    res["server_alive"] = srv.alive()
+    return res
 
 
 def client_ceiling(cfg: argparse.Namespace, logdir: Path) -> dict[str, t.Any]:
@@ -557,7 +765,10 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
             "these files, the reps mix code versions; rerun.**"
         )
         w("")
-    w("Cells: median over reps (min–max). Ratios: median / median of `bare`.")
+    w(
+        "Cells: median over reps (min–max). Ratios: median / median of `bare` "
+        "(in D, of `bare-fanout`)."
+    )
     w("")
 
     if "A" in cfg["scenarios"]:
@@ -574,7 +785,7 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
         summ["A"] = {}
         for li, n in enumerate(cfg["levels"]):
             base = None
-            for name in servers:
+            for name in servers_for("A", servers):
                 reps = [
                     r for r in runs["A"].get(name, []) if "levels" in r and len(r["levels"]) > li
                 ]
@@ -584,7 +795,7 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
                 p50 = summary([x["ttfb_ms_p50"] for x in lv])
                 p99 = summary([x["ttfb_ms_p99"] for x in lv])
                 opened = summary([x["open_seconds"] for x in lv])
-                if name == BASELINE:
+                if name == BASELINES["A"]:
                     base = kib
                 summ["A"].setdefault(str(n), {})[name] = {
                     "kib_per_stream": kib,
@@ -618,13 +829,13 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
         w("|---|---:|---:|---:|---:|---|")
         base = None
         summ["A"]["hold"] = {}
-        for name in servers:
+        for name in servers_for("A", servers):
             reps = [r for r in runs["A"].get(name, []) if "hold" in r]
             hd = [r["hold"] for r in reps]
             kib = summary([x["kib_per_stream"] for x in hd])
             held = summary([x["held"] for x in hd])
             beat = summary([x["heartbeat_seen"] for x in hd])
-            if name == BASELINE:
+            if name == BASELINES["A"]:
                 base = kib
             summ["A"]["hold"][name] = {"kib_per_stream": kib, "held": held, "heartbeat_seen": beat}
             alive = all(r.get("server_alive") for r in reps) if reps else False
@@ -653,14 +864,14 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
             ("B2", cfg["streams"], cfg["stream_events"]),
         ):
             base = None
-            for name in servers:
+            for name in servers_for("B", servers):
                 reps = runs[key].get(name, [])
                 ok = [r for r in reps if "events_per_s" in r]
                 eps = summary([r["events_per_s"] for r in ok])
                 us = summary([r.get("server_us_per_event") for r in ok])
                 scpu = summary([r.get("server_cpu_share") for r in ok])
                 ccpu = summary([r.get("client_cpu_share") for r in ok])
-                if name == BASELINE:
+                if name == BASELINES["B"]:
                     base = eps
                 summ["B"].setdefault(key, {})[name] = {
                     "events_per_s": eps,
@@ -709,14 +920,14 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
         w("|---|---:|---:|---:|---:|---:|---|---:|")
         summ["C"] = {}
         base = None
-        for name in servers:
+        for name in servers_for("C", servers):
             reps = [r for r in runs["C"].get(name, []) if "late_ms" in r]
             p50 = summary([r["p50_ms"] for r in reps])
             p99 = summary([r["p99_ms"] for r in reps])
             mx = summary([r["max_ms"] for r in reps])
             bunched = sum(r["bunched_pairs"] for r in reps)
             worst = max((r["max_ms"] for r in reps if r["max_ms"] is not None), default=None)
-            if name == BASELINE:
+            if name == BASELINES["C"]:
                 base = p99
             got = sum(r["events"] for r in reps)
             exp = cfg["paced_n"] * len(runs["C"].get(name, []))
@@ -728,6 +939,8 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
                 f"(worst {fmt(worst, 2)}) | {got}/{exp} |"
             )
         w("")
+    if "D" in cfg["scenarios"]:
+        _report_d(w, cfg, servers, runs, summ)
     targets = _targets(cfg, summ, runs)
     if targets:
         w("## evstream against its targets")
@@ -740,53 +953,187 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
     return "\n".join(lines) + "\n", summ
 
 
+def _report_d(
+    w: t.Callable[[str], None],
+    cfg: dict[str, t.Any],
+    servers: list[str],
+    runs: dict[str, t.Any],
+    summ: dict[str, t.Any],
+) -> None:
+    base_name = BASELINES["D"]
+    # The baseline first, then the rows made for D, then the others.
+    rows = sorted(
+        servers_for("D", servers), key=lambda n: (n != base_name, SERVERS[n].scenarios != "D")
+    )
+    w(
+        f"## D. Broadcast: one publisher, N subscribers on one worker; "
+        f"{cfg['fanout_events']} events per level, {cfg['fanout_interval'] * 1000:g} ms apart "
+        "(and each only after every subscriber got the previous one); "
+        "latency = arrival at a subscriber − server's time.time() before the publish call"
+    )
+    w("")
+    w(
+        "| subscribers | server | held | KiB / idle subscriber | × bare | p50 ms | p99 ms | "
+        "× bare (p99) | last subscriber ms (median over events) | × bare | worst last ms | "
+        "delivered | server CPU µs / delivery |"
+    )
+    w("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    summ["D"] = {}
+    for li, n in enumerate(cfg["fanout_levels"]):
+        base: dict[str, t.Any] = {}
+        for name in rows:
+            all_reps = runs["D"].get(name, [])
+            reps = [r for r in all_reps if "levels" in r and len(r["levels"]) > li]
+            lv = [r["levels"][li] for r in reps]
+            kib = summary([x["kib_per_sub"] for x in lv])
+            held = summary([x["held"] for x in lv])
+            p50 = summary([x["p50_ms"] for x in lv])
+            p99 = summary([x["p99_ms"] for x in lv])
+            last = summary([x["last_ms_median"] for x in lv])
+            worst = max(
+                (x["last_ms_max"] for x in lv if x["last_ms_max"] is not None), default=None
+            )
+            us = summary([x["server_us_per_delivery"] for x in lv])
+            pairs = sum(x["pairs"] for x in lv)
+            expected = n * cfg["fanout_events"] * len(all_reps)
+            row = {"kib_per_sub": kib, "p50_ms": p50, "p99_ms": p99, "last_ms_median": last}
+            if name == base_name:
+                base = row
+            summ["D"].setdefault(str(n), {})[name] = row | {
+                "held": held,
+                "worst_last_ms": worst,
+                "server_us_per_delivery": us,
+                "pairs": pairs,
+                "expected_pairs": expected,
+            }
+            held_txt = (
+                "-" if not held else f"{held['min']:.0f}/{n}" + (" ✓" if held["min"] == n else " ✗")
+            )
+            errs = sorted({k for x in lv for k in x.get("errors", {})})
+            if errs:
+                held_txt += f" ({', '.join(errs)[:40]})"
+            cells = [
+                f"{n:,}",
+                name,
+                held_txt,
+                cell(kib),
+                ratio(kib, base.get("kib_per_sub")),
+                cell(p50),
+                cell(p99),
+                ratio(p99, base.get("p99_ms")),
+                cell(last),
+                ratio(last, base.get("last_ms_median")),
+                fmt(worst),
+                f"{pairs:,}/{expected:,}" + (" ✓" if pairs == expected else " ✗"),
+                cell(us),
+            ]
+            w("| " + " | ".join(cells) + " |")
+    alive = {name: all(r.get("server_alive") for r in runs["D"].get(name, [])) for name in rows}
+    dead = [name for name, ok in alive.items() if not ok]
+    w("")
+    if dead:
+        w(f"Worker not alive at the end (or a rep failed): {', '.join(dead)}.")
+    for name in rows:
+        errs = [r.get("error") for r in runs["D"].get(name, []) if "error" in r]
+        if errs:
+            w(f"\n*{name}*: {len(errs)} rep(s) failed: {errs[0]}")
+    w(
+        "`held`: subscribers open with a first byte before the level's events (worst rep). "
+        "`KiB / idle subscriber`: (worker VmRSS with N subscribers − VmRSS with the warm-up "
+        "subscriber) / N, read before the level's events. p50/p99 over every (event, "
+        "subscriber) pair of a rep; `last subscriber`: per event, the latency of the last "
+        "subscriber to get it, median over the level's events; `worst last`: the largest over "
+        "all reps. `server CPU µs / delivery`: the worker's CPU time during the level's events "
+        "/ pairs delivered (for evstream-redis, redis-server's CPU is not included)."
+    )
+    w("")
+
+
 def _targets(
     cfg: dict[str, t.Any], summ: dict[str, t.Any], runs: dict[str, t.Any]
 ) -> list[tuple[str, str, bool]]:
     """evstream's targets: memory/stream <= 1.25x bare, events/s >= 1.5x bare,
-    paced events within 5 ms."""
+    paced events within 5 ms, broadcast latency and memory near bare-fanout."""
     out: list[tuple[str, str, bool]] = []
-    ev, base = "evstream", BASELINE
-    if ev not in cfg["servers"] or base not in cfg["servers"]:
-        return out
-    for n, by in summ.get("A", {}).items():
-        e, b = (
-            med(by.get(ev, {}).get("kib_per_stream")),
-            med(by.get(base, {}).get("kib_per_stream")),
-        )
-        if e is not None and b:
-            label = f"{int(n):,} open streams" if n != "hold" else "all streams after the hold"
+    base = BASELINES["A"]
+    for ev in EVSTREAM_ROWS["A"]:
+        for n, by in summ.get("A", {}).items():
+            e, b = (
+                med(by.get(ev, {}).get("kib_per_stream")),
+                med(by.get(base, {}).get("kib_per_stream")),
+            )
+            if e is not None and b:
+                label = f"{int(n):,} open streams" if n != "hold" else "all streams after the hold"
+                out.append(
+                    (
+                        f"A. `{ev}` memory per idle stream <= 1.25x bare, {label}",
+                        f"{e:.1f} vs {b:.1f} KiB = {e / b:.2f}x",
+                        e / b <= 1.25,
+                    )
+                )
+    base = BASELINES["B"]
+    for ev in EVSTREAM_ROWS["B"]:
+        for key, label in (("B1", "one stream"), ("B2", f"{cfg['streams']} streams")):
+            by = summ.get("B", {}).get(key, {})
+            e = med(by.get(ev, {}).get("events_per_s"))
+            b = med(by.get(base, {}).get("events_per_s"))
+            if e is not None and b:
+                out.append(
+                    (
+                        f"B. `{ev}` events/s >= 1.5x bare, {label}",
+                        f"{e:,.0f} vs {b:,.0f} = {e / b:.2f}x",
+                        e / b >= 1.5,
+                    )
+                )
+    for ev in EVSTREAM_ROWS["C"]:
+        reps = [r for r in runs.get("C", {}).get(ev, []) if "late_ms" in r]
+        if reps:
+            worst = max(r["max_ms"] for r in reps)
+            bunched = sum(r["bunched_pairs"] for r in reps)
+            got = sum(r["events"] for r in reps)
+            exp = cfg["paced_n"] * len(runs["C"][ev])
             out.append(
                 (
-                    f"A. memory per idle stream <= 1.25x bare, {label}",
-                    f"{e:.1f} vs {b:.1f} KiB = {e / b:.2f}x",
-                    e / b <= 1.25,
+                    f"C. `{ev}` every paced event within 5 ms, none bunched",
+                    f"worst {worst:.2f} ms, {bunched} bunched pairs, {got}/{exp} events",
+                    worst <= 5 and bunched == 0 and got == exp,
                 )
             )
-    for key, label in (("B1", "one stream"), ("B2", f"{cfg['streams']} streams")):
-        by = summ.get("B", {}).get(key, {})
-        e, b = med(by.get(ev, {}).get("events_per_s")), med(by.get(base, {}).get("events_per_s"))
-        if e is not None and b:
-            out.append(
+    base = BASELINES["D"]
+    for n, by in summ.get("D", {}).items():
+        b = by.get(base)
+        if not b:
+            continue
+        label = f"{int(n):,} subscribers"
+        for ev, limit_last, limit_p99 in (
+            ("evstream-memory", 1.2, 1.5),
+            ("evstream-redis", 1.5, 1.5),
+        ):
+            e = by.get(ev)
+            if not e:
+                continue
+            for key, what, limit, unit in (
                 (
-                    f"B. events/s >= 1.5x bare, {label}",
-                    f"{e:,.0f} vs {b:,.0f} = {e / b:.2f}x",
-                    e / b >= 1.5,
+                    "last_ms_median",
+                    "time to the last subscriber (median over events)",
+                    limit_last,
+                    "ms",
+                ),
+                ("p99_ms", "p99 publish → receipt", limit_p99, "ms"),
+                ("kib_per_sub", "memory per idle subscriber", 1.25, "KiB"),
+            ):
+                ev_v, b_v = med(e.get(key)), med(b.get(key))
+                if ev_v is None or not b_v:
+                    continue
+                complete = e.get("pairs") == e.get("expected_pairs") or key == "kib_per_sub"
+                out.append(
+                    (
+                        f"D. `{ev}` {what} <= {limit:g}x {base}, {label}",
+                        f"{ev_v:.1f} vs {b_v:.1f} {unit} = {ev_v / b_v:.2f}x"
+                        + ("" if complete else " (events missing)"),
+                        ev_v / b_v <= limit and complete,
+                    )
                 )
-            )
-    reps = [r for r in runs.get("C", {}).get(ev, []) if "late_ms" in r]
-    if reps:
-        worst = max(r["max_ms"] for r in reps)
-        bunched = sum(r["bunched_pairs"] for r in reps)
-        got = sum(r["events"] for r in reps)
-        exp = cfg["paced_n"] * len(runs["C"][ev])
-        out.append(
-            (
-                "C. every paced event within 5 ms, none bunched",
-                f"worst {worst:.2f} ms, {bunched} bunched pairs, {got}/{exp} events",
-                worst <= 5 and bunched == 0 and got == exp,
-            )
-        )
     return out
 
 
@@ -804,6 +1151,7 @@ def versions() -> dict[str, str]:
         "uvicorn",
         "starlette",
         "sse-starlette",
+        "redis",
     ):
         try:
             out[pkg] = metadata.version(pkg)
@@ -828,12 +1176,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--quick", action="store_true", help="short smoke run (a few s per scenario)")
-    p.add_argument("--scenarios", default="A,B,C", help="comma list of A, B, C (default all)")
+    p.add_argument("--scenarios", default="A,B,C,D", help="comma list of A, B, C, D (default all)")
     p.add_argument(
         "--servers",
         default=",".join(DEFAULT_SERVERS),
-        help=f"comma list of {', '.join(SERVERS)} (default {','.join(DEFAULT_SERVERS)})",
+        help=f"comma list of {', '.join(SERVERS)} (default all); each runs only in the "
+        "scenarios it is for (--list)",
     )
+    p.add_argument("--list", action="store_true", help="list the servers and their scenarios")
     p.add_argument("--reps", type=int, help="repetitions (default 3; quick 1)")
     p.add_argument("--levels", help="A: open-stream counts, comma list (default 1000,5000,10000)")
     p.add_argument(
@@ -856,11 +1206,27 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--bunch-ms", type=float, default=10.0, help="C: arrivals closer than this are bunched"
     )
+    p.add_argument("--fanout-levels", help="D: subscriber counts, comma list (default 1000,5000)")
+    p.add_argument("--fanout-events", type=int, help="D: events per level (default 20)")
+    p.add_argument(
+        "--fanout-interval", type=float, default=0.2, help="D: seconds between publishes"
+    )
+    p.add_argument(
+        "--fanout-event-timeout",
+        type=float,
+        default=5.0,
+        help="D: seconds to wait for an event to reach every subscriber",
+    )
+    p.add_argument("--redis-server", default="/usr/bin/redis-server", help="D: redis-server binary")
     p.add_argument("--server-core", default="0", help="CPU for servers ('' = no pinning)")
     p.add_argument("--client-core", default="1", help="CPU for the client ('' = no pinning)")
     p.add_argument("--no-ceiling", action="store_true", help="skip the client-ceiling check")
     p.add_argument("--out", default=str(BENCH / "results"), help="where to write results")
     a = p.parse_args(argv)
+    if a.list:
+        for name, spec in SERVERS.items():
+            print(f"{name:18} {spec.scenarios:5} {spec.what}")
+        p.exit()
     q = a.quick
     a.reps = a.reps or (1 if q else 3)
     a.levels = [int(x) for x in (a.levels or ("300" if q else "1000,5000,10000")).split(",")]
@@ -872,6 +1238,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.stream_events = a.stream_events or (2_000 if q else 10_000)
     a.stream_cap = a.stream_cap or (10.0 if q else 45.0)
     a.paced_n = a.paced_n or (20 if q else 60)
+    a.fanout_levels = [
+        int(x) for x in (a.fanout_levels or ("200,1000" if q else "1000,5000")).split(",")
+    ]
+    a.fanout_events = a.fanout_events or (5 if q else 20)
     a.ceiling_events = 200_000 if q else 1_000_000
     a.open_timeout = 30.0
     a.settle = 1.0
@@ -883,8 +1253,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for s in a.servers:
         if s not in SERVERS:
             p.error(f"unknown server {s!r}; choose from {', '.join(SERVERS)}")
-    if max(a.levels) + 64 > raise_nofile():
-        p.error(f"open-file limit {raise_nofile()} is too low for {max(a.levels)} streams")
+    most = max(a.levels + a.fanout_levels)
+    if most + 64 > raise_nofile():
+        p.error(f"open-file limit {raise_nofile()} is too low for {most} streams")
+    if (
+        "D" in a.scenarios
+        and "evstream-redis" in a.servers
+        and not os.access(a.redis_server, os.X_OK)
+    ):
+        p.error(f"no redis-server at {a.redis_server} (--redis-server, or drop evstream-redis)")
+    for s in a.scenarios:
+        if not servers_for(s, a.servers):
+            p.error(f"no server of --servers takes part in scenario {s} (see --list)")
     a.server_core = a.server_core or None
     a.client_core = a.client_core or None
     return a
@@ -921,8 +1301,9 @@ def main(argv: list[str] | None = None) -> int:
             "loadavg_start": " ".join(f"{x:.2f}" for x in os.getloadavg()),
             "code_start": code_fingerprint(),
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "redis_server": redis_server_version(cfg.redis_server),
         },
-        "runs": {"A": {}, "B1": {}, "B2": {}, "C": {}},
+        "runs": {"A": {}, "B1": {}, "B2": {}, "C": {}, "D": {}},
     }
     log(
         f"servers {cfg.servers}, scenarios {cfg.scenarios}, {cfg.reps} rep(s)"
@@ -942,7 +1323,7 @@ def main(argv: list[str] | None = None) -> int:
         # not always hit the same server.
         order = cfg.servers[rep % len(cfg.servers) :] + cfg.servers[: rep % len(cfg.servers)]
         if "A" in cfg.scenarios:
-            for name in order:
+            for name in servers_for("A", order):
                 log(f"rep {rep + 1}/{cfg.reps} A {name}: opening {cfg.levels}")
                 srv = Server(
                     name, heartbeat=cfg.heartbeat, core=cfg.server_core, logdir=logdir, tag="A"
@@ -964,8 +1345,10 @@ def main(argv: list[str] | None = None) -> int:
                         f"{fmt(h['kib_per_stream'])} KiB/stream"
                     )
                 data["runs"]["A"].setdefault(name, []).append(res)
-        if "B" in cfg.scenarios or "C" in cfg.scenarios:
-            for name in order:
+        bc = [n for n in order if {"B", "C"} & set(cfg.scenarios) & set(SERVERS[n].scenarios)]
+        if bc:
+            for name in bc:
+                scns = set(cfg.scenarios) & set(SERVERS[name].scenarios)
                 srv = Server(
                     name, heartbeat=cfg.heartbeat, core=cfg.server_core, logdir=logdir, tag="BC"
                 )
@@ -974,11 +1357,12 @@ def main(argv: list[str] | None = None) -> int:
                 except Exception as e:
                     log(f"rep {rep + 1}/{cfg.reps} {name}: server failed to start: {e}")
                     for key in ("C", "B1", "B2"):
-                        data["runs"][key].setdefault(name, []).append({"error": str(e)})
+                        if key[0] in scns:
+                            data["runs"][key].setdefault(name, []).append({"error": str(e)})
                     srv.stop()
                     continue
                 try:
-                    if "C" in cfg.scenarios:
+                    if "C" in scns:
                         res = scenario_c(srv, cfg)
                         data["runs"]["C"].setdefault(name, []).append(res)
                         log(
@@ -992,7 +1376,7 @@ def main(argv: list[str] | None = None) -> int:
                             )
                         )
                         time.sleep(0.3)
-                    if "B" in cfg.scenarios:
+                    if "B" in scns:
                         for key, conns, events in (
                             ("B1", 1, cfg.tokens),
                             ("B2", cfg.streams, cfg.stream_events),
@@ -1014,6 +1398,35 @@ def main(argv: list[str] | None = None) -> int:
                             time.sleep(0.3)
                 finally:
                     srv.stop()
+        if "D" in cfg.scenarios:
+            for name in servers_for("D", order):
+                log(f"rep {rep + 1}/{cfg.reps} D {name}: subscribers {cfg.fanout_levels}")
+                srv = Server(
+                    name,
+                    heartbeat=cfg.heartbeat,
+                    core=cfg.server_core,
+                    logdir=logdir,
+                    tag="D",
+                    redis_server=cfg.redis_server,
+                )
+                try:
+                    srv.start()
+                    res = scenario_d(srv, cfg)
+                except Exception as e:
+                    res = {"error": f"{type(e).__name__}: {e}"}
+                finally:
+                    srv.stop()
+                if "error" in res:
+                    log(f"    FAILED: {res['error']} {res.get('stderr', '')[-500:]}")
+                else:
+                    for lv in res["levels"]:
+                        log(
+                            f"    {lv['n']:>6}: {fmt(lv['kib_per_sub'])} KiB/sub, latency p50 "
+                            f"{fmt(lv['p50_ms'])} p99 {fmt(lv['p99_ms'])} ms, last subscriber "
+                            f"median {fmt(lv['last_ms_median'])} ms, "
+                            f"{lv['pairs']}/{lv['expected_pairs']} delivered"
+                        )
+                data["runs"]["D"].setdefault(name, []).append(res)
     data["environment"]["loadavg_end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
     data["environment"]["code_end"] = code_fingerprint()
     data["elapsed_s"] = time.monotonic() - started

@@ -99,6 +99,7 @@ class EventStream:
         app: Flask,
         retry: int | None,
         heartbeat: float | None,
+        keep_context: bool = True,
     ) -> None:
         self._pump = pump
         #: The app this stream belongs to.
@@ -110,8 +111,11 @@ class EventStream:
         # as flask.stream_with_context does: pushing it once more here makes
         # the pop at the end of the view a no-op. close() runs in the same
         # greenlet or thread as the view, where the push happened.
-        self._ctx = request_ctx._get_current_object()  # type: ignore[attr-defined]
-        self._ctx.push()
+        # A subscription read in place runs no user code after the view: its
+        # context ends with the view, as for any response (less to keep).
+        self._ctx = request_ctx._get_current_object() if keep_context else None  # type: ignore[attr-defined]
+        if self._ctx is not None:
+            self._ctx.push()
         request.environ[_ENVIRON_KEY] = self
         # The client's socket, where the server offers it, to drop a client
         # that stopped reading (a write to it may block for good).
@@ -165,7 +169,8 @@ class EventStream:
         finally:
             _live.discard(self)
             ctx, self._ctx = self._ctx, None
-            ctx.pop(self._pump.error)
+            if ctx is not None:
+                ctx.pop(self._pump.error)
 
 
 def _close_unsent(sender: t.Any, response: Response | None = None, **extra: t.Any) -> None:
@@ -255,5 +260,6 @@ def stream_response(
         app=app,
         retry=retry,
         heartbeat=heartbeat,
+        keep_context=not isinstance(source, Subscription),
     )
     return Response(body, headers=all_headers, direct_passthrough=True)

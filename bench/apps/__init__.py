@@ -1,1 +1,1 @@
-"""The four servers the benchmark compares, one module each (same routes)."""
+"""The servers the benchmark compares, one module each (see common.py for the routes)."""

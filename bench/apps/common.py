@@ -15,6 +15,18 @@ Every app serves the same routes:
     ``N`` events ``S`` seconds apart on an absolute schedule, each carrying
     ``time.time()`` taken just before it is handed to the framework
     (scenario C).
+
+The broadcast servers of scenario D (``bare_fanout``, ``evstream``,
+``sse_starlette_app``) also serve:
+
+``/bcast``
+    A subscriber: an endless stream that sends one comment at once, then
+    every broadcast event (and a keep-alive after ``BENCH_HEARTBEAT`` seconds
+    of silence).
+``POST /publish?seq=N``
+    Takes ``time.time()``, then publishes ``{"seq":N,"t":<that time>}`` to
+    every subscriber of this process; answers ``{"fanout_s": ...}``, the
+    seconds the publish (or fan-out) call took in the handler.
 """
 
 from __future__ import annotations
@@ -43,8 +55,14 @@ def make_chunk() -> dict[str, t.Any]:
     }
 
 
+#: The chunk's compact JSON text, built once (``evstream-str`` yields it).
+CHUNK_JSON = json.dumps(make_chunk(), separators=(",", ":"))
+
 #: The same chunk as one pre-encoded event (what the bare app writes).
-CHUNK_WIRE = b"data: " + json.dumps(make_chunk(), separators=(",", ":")).encode() + b"\n\n"
+CHUNK_WIRE = b"data: " + CHUNK_JSON.encode() + b"\n\n"
+
+#: Scenario D's channel name.
+BCAST = "bcast"
 
 
 def int_arg(args: t.Mapping[str, t.Any], name: str, default: int) -> int:

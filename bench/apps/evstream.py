@@ -1,7 +1,14 @@
-"""(2) evstream: the same views written with ``@sse_route``."""
+"""(2) evstream: the same views written with ``@sse_route``.
+
+Also the subscription views: ``/idle-sub`` (scenario A's ``evstream-sub``
+row) and ``/bcast`` + ``POST /publish`` (scenario D). The broker is
+``BENCH_BROKER_URL`` (default ``memory://``; ``run.py`` sets a ``redis://``
+URL for ``evstream-redis``).
+"""
 
 from __future__ import annotations
 
+import os
 import time
 import typing as t
 
@@ -10,6 +17,8 @@ from flask import Flask, request
 from flask_evstream import Event, EvStream, sse_route
 
 from .common import (
+    BCAST,
+    CHUNK_JSON,
     CHUNK_WIRE,
     DEFAULT_PACED_INTERVAL,
     DEFAULT_PACED_N,
@@ -28,7 +37,8 @@ PREBUILT = Event(CHUNK_WIRE[len(b"data: ") : -2].decode())
 
 app = Flask(__name__)
 app.config["EVSTREAM_HEARTBEAT"] = HEARTBEAT
-EvStream(app)
+app.config["EVSTREAM_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "memory://")
+sse = EvStream(app)
 
 
 @app.get("/health")
@@ -45,6 +55,15 @@ def idle() -> t.Iterator[t.Any]:
         yield {}
 
 
+@app.get("/idle-sub")
+@sse_route
+def idle_sub() -> t.Any:
+    # The lean path of a notification stream: a subscription returned from
+    # the view is read in the request's own greenlet (no pump greenlet).
+    # Nothing is ever published to "idle": only heartbeats.
+    return sse.subscribe("idle")
+
+
 @app.get("/tokens")
 @sse_route
 def tokens() -> t.Iterator[t.Any]:
@@ -52,6 +71,12 @@ def tokens() -> t.Iterator[t.Any]:
     if request.args.get("prebuilt"):
         event = PREBUILT
         return (event for _ in range(n))
+    if request.args.get("str"):
+        # A pre-serialized JSON str, built once: the same payload bytes as
+        # the bare app's; the extension still turns it into an event (and
+        # bytes) per item.
+        text = CHUNK_JSON
+        return (text for _ in range(n))
     return (make_chunk() for _ in range(n))
 
 
@@ -68,3 +93,17 @@ def paced() -> t.Iterator[t.Any]:
             yield {"seq": i, "t": time.time()}
 
     return gen()
+
+
+@app.get("/bcast")
+@sse_route
+def bcast() -> t.Any:
+    return sse.subscribe(BCAST)
+
+
+@app.post("/publish")
+def publish() -> dict[str, t.Any]:
+    seq = int_arg(request.args, "seq", 0)
+    sent = time.time()
+    sse.publish(BCAST, {"seq": seq, "t": sent})
+    return {"fanout_s": time.time() - sent}

@@ -2,6 +2,10 @@
 
 ``sep="\\n"`` so the wire format matches the other servers (its default is
 CRLF); ``ping`` is the same heartbeat interval.
+
+Scenario D (``/bcast``, ``POST /publish``): an ``asyncio.Queue`` per
+subscriber; the publish handler encodes the event data once and puts it
+into every queue, and each subscriber's generator yields what it gets.
 """
 
 from __future__ import annotations
@@ -14,10 +18,11 @@ import typing as t
 from sse_starlette import EventSourceResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 
 from .common import (
+    BCAST,
     DEFAULT_PACED_INTERVAL,
     DEFAULT_PACED_N,
     DEFAULT_TOKENS,
@@ -66,8 +71,37 @@ async def paced(request: Request) -> EventSourceResponse:
     return EventSourceResponse(gen(), ping=HEARTBEAT, sep="\n")
 
 
+#: The queues of the open subscribers of scenario D.
+SUBSCRIBERS: set[asyncio.Queue[str]] = set()
+
+
+async def bcast(request: Request) -> EventSourceResponse:
+    async def gen() -> t.AsyncIterator[t.Any]:
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        SUBSCRIBERS.add(queue)
+        try:
+            yield {"comment": ""}
+            while True:
+                yield {"data": await queue.get()}
+        finally:
+            SUBSCRIBERS.discard(queue)
+
+    return EventSourceResponse(gen(), ping=HEARTBEAT, sep="\n")
+
+
+async def publish(request: Request) -> JSONResponse:
+    seq = int_arg(request.query_params, "seq", 0)
+    sent = time.time()
+    data = json.dumps({"seq": seq, "t": sent}, separators=(",", ":"))
+    for queue in tuple(SUBSCRIBERS):
+        queue.put_nowait(data)
+    return JSONResponse({"fanout_s": time.time() - sent, "channel": BCAST})
+
+
 app = Starlette(
     routes=[
+        Route("/bcast", bcast),
+        Route("/publish", publish, methods=["POST"]),
         Route("/health", health),
         Route("/idle", idle),
         Route("/tokens", tokens),
