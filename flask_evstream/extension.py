@@ -293,9 +293,8 @@ class EvStream:
             check_event_type(event)
         number: int | None = None
         if id is not None:
-            number = parse_event_id(id if isinstance(id, str) else None)
-            if isinstance(id, int) and not isinstance(id, bool) and 0 < id < 10**18:
-                number = id
+            if isinstance(id, (int, str)) and not isinstance(id, bool):
+                number = parse_event_id(str(id))
             if number is None or number < 1:
                 raise ValueError(f"publish id must be a positive integer below 10**18, got {id!r}")
         return str(self._state().broker.publish(channel, text, event=event, id=number))
