@@ -23,7 +23,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["flask>=2.3"],
     extras_require={
-        "gevent": ["gevent>=23.9", "gunicorn>=21.2"],
+        "gevent": ["gevent>=23.9", "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5"],
         "tests": [
             "pytest>=7.4",

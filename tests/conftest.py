@@ -72,12 +72,14 @@ class Server:
         workers: int = 1,
         env: dict[str, str] | None = None,
         tmp: Path,
+        python: str = sys.executable,
+        cwd: Path = ROOT,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"gunicorn-{self.port}.log"
         cmd = [
-            sys.executable,
+            python,
             "-m",
             "gunicorn",
             "-c",
@@ -94,12 +96,12 @@ class Server:
             **os.environ,
             "EVSTREAM_BIND": f"127.0.0.1:{self.port}",
             "EVSTREAM_WORKERS": str(workers),
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": str(cwd),
             **(env or {}),
         }
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
+            cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
         )
         self._wait_ready()
 

@@ -1,0 +1,98 @@
+"""What a user installs, without the test extras: a clean venv with only
+``pip install '.[gevent]'`` (and ``'.[gevent,redis]'``) serves a stream
+through the shipped gunicorn config. The test venv has every test extra,
+which could hide a dependency the package forgets to declare (gunicorn's
+gevent worker needs ``packaging``, which only ``gunicorn[gevent]`` brings)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import typing as t
+from pathlib import Path
+
+import pytest
+
+from .conftest import ROOT, Server
+from .redis_server import RedisServer
+from .sockets import RawStream
+
+pytestmark = pytest.mark.server
+
+APP = """
+import os
+from flask import Flask
+from flask_evstream import EvStream, last_event_id, sse_route
+
+app = Flask(__name__)
+app.config["EVSTREAM_BROKER_URL"] = os.environ.get("EVSTREAM_BROKER_URL", "memory://")
+sse = EvStream(app)
+
+@app.get("/stats")
+def stats():
+    import flask_evstream
+    return {"file": flask_evstream.__file__}
+
+@app.get("/count")
+@sse_route(ids=True)
+def count():
+    yield from ("one", "two")
+
+@app.get("/sub")
+@sse_route()
+def sub():
+    return sse.subscribe("news", last_event_id=last_event_id())
+
+@app.post("/publish")
+def publish():
+    return {"id": sse.publish("news", "hello")}
+"""
+
+
+def make_venv(where: Path, extras: str) -> str:
+    subprocess.run([sys.executable, "-m", "venv", str(where)], check=True)
+    python = str(where / "bin" / "python")
+    subprocess.run(
+        [python, "-m", "pip", "install", "-q", "--disable-pip-version-check", f".[{extras}]"],
+        cwd=ROOT,
+        check=True,
+        timeout=600,
+    )
+    return python
+
+
+@pytest.mark.parametrize("extras", ["gevent", "gevent,redis"])
+def test_a_clean_install_serves_streams(
+    extras: str, tmp_path: Path, start_server: t.Callable[..., Server]
+) -> None:
+    python = make_venv(tmp_path / "venv", extras)
+    appdir = tmp_path / "app"
+    appdir.mkdir()
+    (appdir / "userapp.py").write_text(APP)
+    env = {}
+    redis_server = None
+    if "redis" in extras:
+        (tmp_path / "redis").mkdir()
+        redis_server = RedisServer(tmp_path / "redis")
+        env["EVSTREAM_BROKER_URL"] = redis_server.url
+    try:
+        server = start_server("userapp:app", python=python, cwd=appdir, env=env)
+        # The package came from the clean venv, not from this checkout.
+        assert server.stats()["file"].startswith(str(tmp_path / "venv"))
+        stream = RawStream(server.url, "/count")
+        assert stream.status == 200
+        assert stream.headers["content-type"] == "text/event-stream; charset=utf-8"
+        assert stream.read_to_end() == b"id: 1\ndata: one\n\nid: 2\ndata: two\n\n"
+        stream.close()
+        if redis_server is not None:
+            import httpx
+
+            first = httpx.post(server.url + "/publish", timeout=10).json()["id"]
+            sub = RawStream(server.url, "/sub", headers={"Last-Event-ID": str(int(first) - 1)})
+            assert sub.read_until(b"\n\n") == f"id: {first}\ndata: hello\n\n".encode()
+            sub.close()
+        server.stop()
+        assert "Traceback" not in server.log(), server.log()
+    finally:
+        if redis_server is not None:
+            redis_server.stop()
