@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import typing as t
+import weakref
 
 from flask import abort, current_app, has_app_context, has_request_context
+from werkzeug.exceptions import BadRequest
 
-from .channels import Subscription, check_channel, parse_event_id
+from .channels import Subscription, check_channel
 from .event import check_event_type, data_text
+from .helpers import parse_event_id
 
 if t.TYPE_CHECKING:
     from flask import Flask
 
     from .brokers.base import Broker
 
-__all__ = ["EvStream", "Settings", "DEFAULTS", "FROM_CONFIG", "settings_for"]
+__all__ = ["EvStream", "Settings", "DEFAULTS", "FROM_CONFIG", "settings_for", "subscribers"]
 
 #: Every config key the extension reads, with its default.
 DEFAULTS: dict[str, t.Any] = {
@@ -26,6 +29,10 @@ DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_BROKER_URL": "memory://",
     "EVSTREAM_HISTORY": 1000,
     "EVSTREAM_QUEUE_SIZE": 1000,
+    "EVSTREAM_MAX_CHANNELS": 32,
+    "EVSTREAM_REDIS_PREFIX": "evstream",
+    "EVSTREAM_REDIS_MAX_CONNECTIONS": 4,
+    "EVSTREAM_REDIS_TIMEOUT": 10.0,
 }
 
 
@@ -84,7 +91,19 @@ class Settings:
     :param start_wait: seconds the view waits for a stream's first event
         before it sends the headers.
     :param max_buffer: bytes a stream may have pending before its generator
-        waits for the client.
+        waits for the client; also the most one write of a replay holds.
+    :param broker_url: the broker's URL (``memory://``, ``redis://...``).
+    :param history: events kept per channel for replay, and the most one
+        replay sends.
+    :param queue_size: live events a subscriber may have waiting before it
+        is cut off.
+    :param max_channels: channels one subscription may read.
+    :param redis_prefix: the prefix of the Redis keys (two apps can share a
+        Redis database with different prefixes).
+    :param redis_max_connections: the Redis connection pool's size per
+        process, for publishing and history (the reader has one more).
+    :param redis_timeout: seconds a Redis command, a connection attempt or a
+        wait for a pooled connection may take.
     """
 
     heartbeat: float | None = 15.0
@@ -94,6 +113,10 @@ class Settings:
     broker_url: str = "memory://"
     history: int = 1000
     queue_size: int = 1000
+    max_channels: int = 32
+    redis_prefix: str = "evstream"
+    redis_max_connections: int = 4
+    redis_timeout: float = 10.0
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -122,6 +145,25 @@ class Settings:
             )
         start_wait = _number("EVSTREAM_START_WAIT", get("EVSTREAM_START_WAIT"), allow_none=False)
         assert start_wait is not None
+        redis_timeout = _number(
+            "EVSTREAM_REDIS_TIMEOUT", get("EVSTREAM_REDIS_TIMEOUT"), allow_none=False
+        )
+        if not redis_timeout:
+            raise ValueError(
+                "EVSTREAM_REDIS_TIMEOUT must be a number of seconds above 0,"
+                f" got {get('EVSTREAM_REDIS_TIMEOUT')!r}"
+            )
+        prefix = get("EVSTREAM_REDIS_PREFIX")
+        if (
+            not isinstance(prefix, str)
+            or not 0 < len(prefix) <= 100
+            or not prefix.isprintable()
+            or any(c in prefix for c in " {}")
+        ):
+            raise ValueError(
+                "EVSTREAM_REDIS_PREFIX must be 1 to 100 printable characters without"
+                f" spaces or braces, got {prefix!r}"
+            )
         return cls(
             heartbeat=check_heartbeat("EVSTREAM_HEARTBEAT", get("EVSTREAM_HEARTBEAT")),
             retry=check_retry("EVSTREAM_RETRY", get("EVSTREAM_RETRY")),
@@ -130,14 +172,55 @@ class Settings:
             broker_url=broker_url,
             history=integer("EVSTREAM_HISTORY", 0, "events"),
             queue_size=integer("EVSTREAM_QUEUE_SIZE", 1, "events"),
+            max_channels=integer("EVSTREAM_MAX_CHANNELS", 1, "channels"),
+            redis_prefix=prefix,
+            redis_max_connections=integer("EVSTREAM_REDIS_MAX_CONNECTIONS", 1, "connections"),
+            redis_timeout=redis_timeout,
+        )
+
+    def make_broker(self) -> Broker:
+        """Make the broker :attr:`broker_url` names, with these settings."""
+        from .brokers import broker_from_url
+
+        return broker_from_url(
+            self.broker_url,
+            history=self.history,
+            prefix=self.redis_prefix,
+            max_connections=self.redis_max_connections,
+            timeout=self.redis_timeout,
         )
 
 
 @dataclasses.dataclass
 class _State:
+    """What ``app.extensions["evstream"]`` holds for one app."""
+
+    #: The extension registered on the app.
     extension: EvStream
+    #: The validated configuration.
     settings: Settings
+    #: Where the app publishes and subscribes.
     broker: Broker
+
+
+def subscribers(app: Flask | None = None) -> int:
+    """Return the number of channel subscriptions open in this process.
+
+    A subscription counts from its first iteration (when it registers with
+    the broker) until it is closed; a stream closes its subscription when it
+    closes. A number that grows while :func:`~flask_evstream.live_streams`
+    does not is a leak.
+
+    :param app: count only the subscriptions of this app's broker.
+
+    .. versionadded:: 0.2
+    """
+    if app is not None:
+        state = app.extensions.get("evstream")
+        return 0 if state is None else state.broker.hub.count()
+    from .brokers.base import all_brokers
+
+    return sum(broker.hub.count() for broker in all_brokers())
 
 
 def settings_for(app: Flask) -> Settings:
@@ -167,16 +250,34 @@ class EvStream:
         def news():
             return sse.subscribe("news", last_event_id=last_event_id())
 
+    Each app's state (settings and broker) lives in
+    ``app.extensions["evstream"]``; one ``EvStream`` may serve several apps
+    (an app factory called more than once), and :meth:`publish` then finds
+    the app from the app context.
+
     :param app: an app to register on now.
+    :param broker: a broker instance for every app this registers on,
+        instead of the one ``EVSTREAM_BROKER_URL`` names (a broker of your
+        own, or one shared by several apps). The caller closes it.
 
     .. versionadded:: 0.1
+    .. versionchanged:: 0.2
+        The ``broker`` parameter.
     """
 
-    def __init__(self, app: Flask | None = None) -> None:
+    def __init__(self, app: Flask | None = None, *, broker: Broker | None = None) -> None:
+        from .brokers.base import Broker
+
+        if broker is not None and not isinstance(broker, Broker):
+            raise TypeError(
+                "broker must be a flask_evstream.brokers.Broker instance,"
+                f" got {type(broker).__name__}: {broker!r}"
+            )
         self._authorize: t.Callable[[str], bool] | None = None
-        # The states of the apps registered, to find the broker where no app
-        # context is pushed (a thread, a greenlet) when there is one app.
-        self._states: list[_State] = []
+        self._broker = broker
+        # The apps registered, weakly: to find the app where no app context
+        # is pushed (a thread, a CLI command) when there is exactly one.
+        self._apps: weakref.WeakSet[Flask] = weakref.WeakSet()
         if app is not None:
             self.init_app(app)
 
@@ -203,6 +304,19 @@ class EvStream:
         - ``EVSTREAM_QUEUE_SIZE``: live events a subscriber may have waiting;
           a client that falls further behind is cut off and replays from
           history when it reconnects. Default 1000.
+        - ``EVSTREAM_MAX_CHANNELS``: channels one subscription may read; a
+          request for more gets a 400. Default 32.
+        - ``EVSTREAM_REDIS_PREFIX``: the prefix of every Redis key (two apps
+          share one Redis database with two prefixes). Default
+          ``"evstream"``.
+        - ``EVSTREAM_REDIS_MAX_CONNECTIONS``: the Redis pool's size per
+          process (publish, history); the reader has one more. Default 4.
+        - ``EVSTREAM_REDIS_TIMEOUT``: seconds a Redis command, connection
+          attempt or wait for a pooled connection may take. Default 10.
+
+        The broker is closed when a gunicorn worker with
+        :mod:`flask_evstream.gunicorn_conf` exits; elsewhere call
+        ``app.extensions["evstream"].broker.close()`` when you are done.
 
         :raises RuntimeError: the extension is already registered on ``app``.
         :raises ValueError: a config value is not allowed.
@@ -215,12 +329,9 @@ class EvStream:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
-        from .brokers import broker_from_url
-
-        broker = broker_from_url(settings.broker_url, history=settings.history)
-        state = _State(self, settings, broker)
-        app.extensions["evstream"] = state
-        self._states.append(state)
+        broker = self._broker if self._broker is not None else settings.make_broker()
+        app.extensions["evstream"] = _State(self, settings, broker)
+        self._apps.add(app)
 
     def _state(self) -> _State:
         if has_app_context():
@@ -231,15 +342,16 @@ class EvStream:
                     " Did you forget to call init_app(app)?"
                 )
             return state  # type: ignore[no-any-return]
-        if len(self._states) == 1:
-            return self._states[0]
-        if not self._states:
+        apps = list(self._apps)
+        if len(apps) == 1:
+            return apps[0].extensions["evstream"]  # type: ignore[no-any-return]
+        if not apps:
             raise RuntimeError(
                 "This EvStream is not registered on any app. Did you forget to call init_app(app)?"
             )
         raise RuntimeError(
-            "This EvStream is registered on several apps: push an app context"
-            " (with app.app_context():) to say which one."
+            f"This EvStream is registered on several apps: push an app context"
+            f" (with app.app_context():) to say which one of the {len(apps)}."
         )
 
     @property
@@ -316,25 +428,38 @@ class EvStream:
         :param channels: a channel name or an iterable of names.
         :param last_event_id: where the client stopped, usually
             :func:`~flask_evstream.last_event_id`; ``None`` to start live.
-        :raises TypeError, ValueError: a bad channel name.
+        :raises TypeError, ValueError: a bad channel name, or more channels
+            than ``EVSTREAM_MAX_CHANNELS`` outside a request.
+        :raises werkzeug.exceptions.BadRequest: in a request, more channels
+            than ``EVSTREAM_MAX_CHANNELS`` (a 400 that says so).
         :raises werkzeug.exceptions.Forbidden: the authorize hook refused a
             channel.
         """
+        state = self._state()
         names = (channels,) if isinstance(channels, str) else tuple(channels)
         if not names:
             raise ValueError("subscribe needs at least one channel")
         names = tuple(dict.fromkeys(check_channel(c) for c in names))
+        limit = state.settings.max_channels
+        if len(names) > limit:
+            message = (
+                f"A subscription may read at most {limit} channels"
+                f" (EVSTREAM_MAX_CHANNELS), got {len(names)}"
+            )
+            if has_request_context():
+                raise BadRequest(description=message)
+            raise ValueError(message)
         if self._authorize is not None:
             if not has_request_context():
                 raise RuntimeError("subscribe with an authorize hook must be called in a request")
             for name in names:
                 if not self._authorize(name):
                     abort(403)
-        state = self._state()
         return Subscription(
             state.broker,
             names,
             after=parse_event_id(last_event_id),
             last_event_id=last_event_id,
             queue_size=state.settings.queue_size,
+            max_buffer=state.settings.max_buffer,
         )

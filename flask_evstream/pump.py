@@ -30,11 +30,13 @@ import collections
 import contextvars
 import itertools
 import logging
-import sys
 import threading
 import time
 import typing as t
 
+from werkzeug.exceptions import HTTPException
+
+from .concurrency import Flag, spawn, uses_gevent
 from .event import encode_item, takes_id
 
 __all__ = ["Pump", "Source", "uses_gevent"]
@@ -89,12 +91,6 @@ class Source(t.Protocol):
         """Stop producing and release everything."""
 
 
-def uses_gevent() -> bool:
-    """Return whether this process runs under gevent's monkey-patched threading."""
-    monkey = sys.modules.get("gevent.monkey")
-    return monkey is not None and bool(monkey.is_module_patched("threading"))
-
-
 class Pump:
     """Iterate ``iterable`` apart from the request and buffer encoded events.
 
@@ -118,22 +114,15 @@ class Pump:
         self._max_buffer = max_buffer
         self._next_id = first_id
         self._gevent = uses_gevent()
-        if self._gevent:
-            from gevent.event import Event
-        else:
-            from threading import Event
         # The producer appends and the reader pops (both atomic), and each
-        # byte counter has one writer, so the hot path takes no lock. A side
-        # announces that it waits (flag) before it checks the state again, and
-        # the other side sets the event only when the flag is up: no lost
-        # wake-ups, and no wake-up cost while both are busy.
+        # byte counter has one writer, so the hot path takes no lock; each
+        # side waits on a Flag, which the other side notifies at no cost
+        # while nobody waits.
         self._queue: collections.deque[bytes] = collections.deque()
         self._produced_bytes = 0
         self._consumed_bytes = 0
-        self._ready = Event()  # the reader waits: something queued, or the end
-        self._reader_waiting = False
-        self._space = Event()  # the producer waits: the reader took something
-        self._writer_waiting = False
+        self._ready = Flag()  # the reader waits: something queued, or the end
+        self._space = Flag()  # the producer waits: the reader took something
         self._lock = threading.Lock()  # error vs commit only
         self._produced = False
         self._committed = False  # the response has started: errors are logged
@@ -156,30 +145,16 @@ class Pump:
         ``current_app``) are what they were in the view.
         """
         run = contextvars.copy_context().run
-        if self._gevent:
-            import gevent
-
-            self._worker = gevent.spawn(run, self._run)
-        else:
-            self._worker = threading.Thread(
-                target=run,
-                args=(self._run,),
-                name=f"evstream-pump-{next(_thread_names)}",
-                daemon=True,
-            )
-            self._worker.start()
+        self._worker = spawn(run, self._run, name=f"evstream-pump-{next(_thread_names)}")
 
     def _has_news(self) -> bool:
         return bool(self._queue) or self.done or self._closed
 
+    def _has_space(self) -> bool:
+        return self._produced_bytes - self._consumed_bytes < self._max_buffer or self._closed
+
     def _wait_news(self, timeout: float | None) -> bool:
-        if not self._has_news():
-            self._ready.clear()
-            self._reader_waiting = True
-            if not self._has_news():
-                self._ready.wait(timeout)
-            self._reader_waiting = False
-        return self._has_news()
+        return self._ready.wait(self._has_news, timeout)
 
     def wait_started(self, timeout: float) -> bool:
         """Wait until the first item is queued or the iterable ended.
@@ -238,18 +213,10 @@ class Pump:
                 queue.append(chunk)
                 self._produced = True
                 self._produced_bytes += len(chunk)
-                if self._reader_waiting:
-                    self._ready.set()
+                self._ready.notify()
                 if self._produced_bytes - self._consumed_bytes >= self._max_buffer:
-                    self._space.clear()
-                    self._writer_waiting = True
-                    while (
-                        self._produced_bytes - self._consumed_bytes >= self._max_buffer
-                        and not self._closed
-                    ):
-                        self._space.wait()
-                        self._space.clear()
-                    self._writer_waiting = False
+                    while not self._space.wait(self._has_space, None):
+                        pass
                     if self._closed:
                         break
                 elif slow and yield_to_writer is not None:
@@ -260,7 +227,18 @@ class Pump:
             with self._lock:
                 self.error = e
                 early = not self._committed and not self._produced
-            if not early:
+            if early:
+                pass
+            elif isinstance(e, HTTPException):
+                # A late abort(403): the status line is long gone. Not a bug
+                # in the server: check permissions before the first yield.
+                self._logger.info(
+                    "Event stream %r raised %s after it started; the stream ends"
+                    " (an HTTP error becomes the response only before the first event).",
+                    getattr(self._iterable, "__qualname__", self._iterable),
+                    e,
+                )
+            else:
                 self._logger.error(
                     "Exception in event stream %r; the stream ends.",
                     getattr(self._iterable, "__qualname__", self._iterable),
@@ -300,8 +278,7 @@ class Pump:
         parts = [queue.popleft() for _ in range(len(queue))]
         chunk = parts[0] if len(parts) == 1 else b"".join(parts)
         self._consumed_bytes += len(chunk)
-        if self._writer_waiting:
-            self._space.set()
+        self._space.notify()
         return chunk
 
     def end(self) -> None:

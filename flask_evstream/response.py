@@ -17,7 +17,7 @@ from werkzeug.datastructures import Headers
 from .channels import Subscription
 from .event import HEARTBEAT, OPEN, retry_line
 from .extension import FROM_CONFIG, settings_for
-from .helpers import last_event_id
+from .helpers import last_event_id, parse_event_id
 from .pump import Pump, Source
 
 if t.TYPE_CHECKING:
@@ -192,12 +192,8 @@ got_request_exception.connect(_close_unsent, weak=False)
 
 
 def _first_id() -> int:
-    last = last_event_id()
-    # At most 18 digits: an int64 for any client, and never int()'s limit
-    # on long strings (a client-controlled header must not cause a 500).
-    if last is not None and last.isascii() and last.isdigit() and len(last) <= 18:
-        return int(last) + 1
-    return 1
+    last = parse_event_id(last_event_id())
+    return 1 if last is None else last + 1
 
 
 def stream_response(

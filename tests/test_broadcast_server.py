@@ -210,3 +210,109 @@ def test_publish_from_another_thread_reaches_http_subscribers(
     assert read_events(stream, 1) == [(ids[0], '{"done":1}')]
     stream.close()
     sse.broker.close()
+
+
+@pytest.mark.parametrize("worker", ["gevent", "gthread"])
+def test_a_subscription_in_a_generator_is_closed_with_its_stream(
+    start_server: t.Callable[..., Server], worker: str
+) -> None:
+    """The generator sleeps after each event; the client leaves meanwhile.
+    The stream closes within two heartbeats, and its subscription with it."""
+    server = start_server(APP, worker=worker)
+    first = publish(server, "busy", "one")
+    stream = RawStream(server.url, "/work?c=busy&work=30", headers={"Last-Event-ID": "0"})
+    assert read_events(stream, 1) == [(first, "one")]  # the generator is now at work
+    assert server.stats()["subscriptions"] == 1
+    stream.close()
+    # Heartbeats every 0.5 s find the client gone; generous bound for a busy machine.
+    stats = server.wait_stats(lambda s: s["live"] == 0 and s["subscriptions"] == 0, 10)
+    assert (stats["live"], stats["subscriptions"]) == (0, 0)
+
+
+@pytest.mark.parametrize("path", ["/sub", "/gen"])
+def test_too_many_channels_is_a_clear_400(
+    start_server: t.Callable[..., Server], path: str
+) -> None:
+    server = start_server(APP)
+    query = "&".join(f"c=ch{i}" for i in range(33))
+    response = httpx.get(f"{server.url}{path}?{query}", timeout=10)
+    assert response.status_code == 400
+    assert "at most 32 channels (EVSTREAM_MAX_CHANNELS), got 33" in response.text
+    query = "&".join(f"c=ch{i}" for i in range(32))
+    with httpx.stream("GET", f"{server.url}{path}?{query}", timeout=10) as ok:
+        assert ok.status_code == 200
+    assert server.wait_stats(lambda s: s["subscriptions"] == 0, 10)["subscriptions"] == 0
+
+
+def test_a_redis_outage_never_turns_reconnects_into_errors(
+    start_server: t.Callable[..., Server], tmp_path: Path
+) -> None:
+    """200 clients on 10 channels; Redis is killed; 50 of them reconnect with
+    their Last-Event-ID meanwhile and get a 200 with the gap event first (an
+    EventSource never retries after a non-200); publishing answers a clear
+    503; Redis comes back; every client, old or new, gets the next event, and
+    the worker's memory and Redis connections are back to normal."""
+    (tmp_path / "outage").mkdir()
+    redis = RedisServer(tmp_path / "outage")
+    try:
+        server = start_server(
+            APP, env={"EVSTREAM_BROKER_URL": redis.url, "TEST_HEARTBEAT": "2"}
+        )
+        channels = [f"room{i}" for i in range(10)]
+        first = {c: publish(server, c, f"hello {c}") for c in channels}
+        streams = []
+        for i in range(200):
+            s = RawStream(server.url, f"/sub?c={channels[i % 10]}", headers={"Last-Event-ID": "0"})
+            assert s.status == 200
+            streams.append(s)
+        for i, s in enumerate(streams):
+            c = channels[i % 10]
+            assert read_events(s, 1) == [(first[c], f"hello {c}")]
+        before = server.wait_stats(lambda s: s["subscriptions"] == 200, 10)
+        assert before["subscriptions"] == 200
+        connections_before = len(redis.clients("evstream"))
+
+        redis.kill()
+        response = httpx.post(f"{server.url}/publish/room0", json={"data": "lost"}, timeout=30)
+        assert response.status_code == 503
+        assert "Redis is unreachable" in response.json()["error"]
+        for i in range(50):  # these reconnect during the outage
+            streams[i].close()
+            c = channels[i % 10]
+            s = RawStream(server.url, f"/sub?c={c}", headers={"Last-Event-ID": first[c]})
+            assert s.status == 200
+            block = s.read_until(b"\n\n").decode()
+            gap = f'{{"channels":["{c}"],"last_event_id":"{first[c]}"}}'
+            assert block == f"event: evstream-gap\ndata: {gap}\n\n", block
+            streams[i] = s
+        # The 50 closed ones are noticed at their next heartbeat.
+        assert server.wait_stats(lambda s: s["subscriptions"] == 200, 15)["subscriptions"] == 200
+
+        redis.start()
+        after: dict[str, str] = {}
+        deadline = time.monotonic() + 30
+        for c in channels:
+            while c not in after and time.monotonic() < deadline:
+                response = httpx.post(
+                    f"{server.url}/publish/{c}", json={"data": f"back {c}"}, timeout=30
+                )
+                if response.status_code == 200:
+                    after[c] = str(response.json()["id"])
+                else:
+                    assert response.status_code == 503, response.text
+                    time.sleep(0.1)
+        assert len(after) == 10
+        for i, s in enumerate(streams):
+            c = channels[i % 10]
+            assert read_events(s, 1) == [(after[c], f"back {c}")], i
+        for s in streams:
+            s.close()
+        stats = server.wait_stats(lambda s: s["subscriptions"] == 0 and s["live"] == 0, 20)
+        assert (stats["subscriptions"], stats["live"]) == (0, 0)
+        # Memory: what 200 streams held is freed (generous: the allocator
+        # keeps some); connections: the reader plus the pool, as before.
+        assert stats["rss"] < before["rss"] + 16 * 1024, (before["rss"], stats["rss"])
+        assert 1 <= len(redis.clients("evstream")) <= max(connections_before, 5)
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    finally:
+        redis.stop()

@@ -248,3 +248,70 @@ def test_history_zero_always_gaps() -> None:
         assert next(iter(sub)).event == GAP_EVENT
         sub.close()
     assert read_events  # the helper module is importable alongside
+
+
+def test_one_replay_is_bounded_by_the_history_size(sse_app: tuple[Flask, EvStream]) -> None:
+    """Three channels with 5 kept events each: a full replay sends the 5
+    newest of all, after a gap event naming the channels that lost some."""
+    app, sse = sse_app
+    ids = [sse.publish(c, f"{c}{i}") for i in range(5) for c in "abc"]
+    with app.test_client().get("/sub?c=a&c=b&c=c", headers={"Last-Event-ID": "0"}) as r:
+        events = []
+        for event in iter_events(r):
+            events.append(event)
+            if len(events) == 6:
+                break
+    assert events[0].event == GAP_EVENT
+    assert events[0].data == '{"channels":["a","b","c"],"last_event_id":"0"}'
+    assert [e.id for e in events[1:]] == ids[-5:]
+    assert [e.data for e in events[1:]] == ["b3", "c3", "a4", "b4", "c4"]
+
+
+def test_a_long_replay_leaves_in_chunks_of_max_buffer() -> None:
+    app = Flask("chunks")
+    app.config.update(EVSTREAM_HISTORY=300, EVSTREAM_MAX_BUFFER=4096, EVSTREAM_HEARTBEAT=0.1)
+    sse = EvStream(app)
+
+    @app.get("/sub")
+    @sse_route()
+    def sub() -> Subscription:
+        return sse.subscribe("big", last_event_id=last_event_id())
+
+    payload = "x" * 1000
+    ids = [sse.publish("big", payload) for _ in range(300)]
+    response = app.test_client().get("/sub", headers={"Last-Event-ID": "0"})
+    body = response.response
+    chunks = []
+    got = b""
+    for chunk in body:
+        chunks.append(chunk)
+        got += chunk
+        if f"id: {ids[-1]}\n".encode() in got:
+            break
+    response.close()
+    # Each write holds at most max_buffer bytes plus the event that crossed it.
+    assert max(len(c) for c in chunks) < 4096 + 1100, [len(c) for c in chunks]
+    assert len(chunks) >= 300 * 1000 // (4096 + 1100)
+    assert got.count(b"data: " + payload.encode() + b"\n\n") == 300
+
+
+def test_subscription_is_a_context_manager_and_counted(sse_app: tuple[Flask, EvStream]) -> None:
+    from flask_evstream import subscribers
+
+    app, sse = sse_app
+    before = subscribers()
+    with app.app_context():
+        sse.publish("cm", "one")
+        with sse.subscribe("cm", last_event_id="0") as events:
+            assert next(events).data == "one"
+            assert subscribers(app) == 1 and subscribers() == before + 1
+        assert subscribers(app) == 0 and subscribers() == before
+        assert list(events) == []  # closed: it ends
+
+
+def test_too_many_channels_outside_a_request_is_a_value_error(
+    sse_app: tuple[Flask, EvStream],
+) -> None:
+    app, sse = sse_app
+    with app.app_context(), pytest.raises(ValueError, match="at most 32 channels"):
+        sse.subscribe([f"c{i}" for i in range(33)])

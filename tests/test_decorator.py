@@ -21,13 +21,16 @@ from flask_evstream.testing import iter_events, read_events
 def test_public_api() -> None:
     assert flask_evstream.__all__ == [
         "GAP_EVENT",
+        "BrokerUnavailable",
         "EvStream",
         "Event",
         "Subscription",
         "end_streams",
         "last_event_id",
         "live_streams",
+        "parse_event_id",
         "sse_route",
+        "subscribers",
     ]
     public = {
         name

@@ -22,9 +22,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from flask_evstream import GAP_EVENT
+from flask_evstream.brokers.hub import Subscriber
 from flask_evstream.brokers.memory import MemoryBroker
 from flask_evstream.brokers.redis import BLOCK_MS, RedisBroker
-from flask_evstream.channels import Subscriber, Subscription
+from flask_evstream.channels import Subscription
 from flask_evstream.event import Event
 
 from .redis_server import REDIS_SERVER, RedisServer
@@ -185,7 +187,17 @@ def test_gap_when_history_is_trimmed(make_broker: t.Any, server: RedisServer) ->
     pub(broker, "b")
     events, gap = broker.history(["a", "b"], 1)
     assert gap == ["a"]
-    assert [n for n, _ in events] == [48, 49, 50, 51]
+    # One replay holds at most `history` events in all, the newest.
+    assert [n for n, _ in events] == [49, 50, 51]
+    # A channel that loses events to that bound (not to trimming) has a gap too.
+    pub(broker, "b")
+    pub(broker, "b")
+    events, gap = broker.history(["a", "b"], 49)
+    assert [n for n, _ in events] == [51, 52, 53] and gap == ["a"]
+    events, gap = broker.history(["b", "a"], 48)
+    assert [n for n, _ in events] == [51, 52, 53] and gap == ["a"]
+    events, gap = broker.history(["b"], 48)
+    assert [n for n, _ in events] == [51, 52, 53] and gap == []
     assert broker.history(["a"], 47) == ([(n, Event("x", id=str(n))) for n in (48, 49, 50)], [])
     assert broker.history(["a"], 46)[1] == ["a"]  # 47 is no longer kept
     assert broker.history(["a"], 50) == ([], [])
@@ -563,3 +575,49 @@ broker.close()
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Greenlet [('g1', '1'), ('g1', '3'), ('g2', '2')]"
+
+
+@pytest.mark.parametrize("mode", ["threads", "gevent"])
+def test_registration_races(server: RedisServer, mode: str) -> None:
+    """A second subscriber never reads its history before the first one's
+    channel is set up in the reader, and a channel being removed is not
+    removed under a new subscriber (tests/scripts/registration_race.py)."""
+    import json
+
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/scripts/registration_race.py"), server.url, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    races = json.loads(result.stdout.strip().splitlines()[-1])
+    add, remove = races["add"], races["remove"]
+    assert add["got"] == add["expected"] and not add["gap"], add
+    assert remove["got"] == remove["expected"] and remove["subscribers"] == 1, remove
+
+
+def test_a_foreign_key_under_the_prefix_darkens_its_channel_only(
+    make_broker: t.Any, server: RedisServer, cleanup: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another program wrote a plain string where a channel's stream would
+    be: that channel fails alone (logged once); the others keep going."""
+    caplog.set_level(logging.INFO, logger="flask_evstream.redis")
+    server.admin.set("evstream:ch:bad", "not a stream")
+    broker = make_broker()
+    bad = cleanup(Consumer(subscribe(broker, ["bad"], after=0)))
+    good = cleanup(Consumer(subscribe(broker, ["good"])))
+    both = cleanup(Consumer(subscribe(broker, ["good", "bad"])))
+    ids = [pub(broker, "good", data=f"g{i}") for i in range(3)]
+    assert good.wait_id(ids[-1]) == ids
+    assert both.wait_id(ids[-1]) == ids
+    assert [e.event for e in bad.wait(1, timeout=0.5)] == [GAP_EVENT]  # no history for it
+    with pytest.raises(RuntimeError, match="'evstream:ch:bad' exists and is not a stream"):
+        pub(broker, "bad")
+    ids.append(pub(broker, "good", data="g3"))
+    assert good.wait_id(ids[-1]) == ids
+    errors = [r for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert len(errors) == 1, [r.getMessage() for r in caplog.records]
+    assert "'evstream:ch:bad' holds a string, not a stream" in errors[0].getMessage()
+    assert broker.info()["connected"]

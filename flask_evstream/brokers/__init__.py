@@ -13,17 +13,26 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .base import Broker
+from .base import Broker, BrokerUnavailable
 
-__all__ = ["Broker", "broker_from_url"]
+__all__ = ["Broker", "BrokerUnavailable", "broker_from_url"]
 
 
-def broker_from_url(url: str, *, history: int) -> Broker:
+def broker_from_url(
+    url: str,
+    *,
+    history: int,
+    prefix: str = "evstream",
+    max_connections: int = 4,
+    timeout: float = 10.0,
+) -> Broker:
     """Make the broker ``url`` names.
 
     :param url: ``memory://`` or ``redis://[:password@]host[:port][/db]``
         (also ``rediss://`` and ``unix://``).
     :param history: events kept per channel for replay.
+    :param prefix, max_connections, timeout: Redis only: the key prefix, the
+        pool size and the timeout of each command, in seconds.
     :raises ValueError: an unknown scheme.
     """
     scheme = urlsplit(url).scheme
@@ -34,7 +43,13 @@ def broker_from_url(url: str, *, history: int) -> Broker:
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker
 
-        return RedisBroker(url, history=history)
+        return RedisBroker(
+            url,
+            history=history,
+            prefix=prefix,
+            max_connections=max_connections,
+            socket_timeout=timeout,
+        )
     raise ValueError(
         "EVSTREAM_BROKER_URL must start with memory://, redis://, rediss:// or unix://,"
         f" got {url!r}"

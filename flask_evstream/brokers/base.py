@@ -1,18 +1,46 @@
-"""The broker interface."""
+"""The broker interface, and what every broker shares: the local hub, the
+registration of local subscribers, and the bounded merge of a replay."""
 
 from __future__ import annotations
 
 import abc
+import heapq
+import os
+import threading
 import typing as t
+import weakref
 
-from ..channels import Hub, Subscriber
+from ..concurrency import new_lock
 from ..event import Event
+from .hub import Hub, Subscriber
 
-__all__ = ["Broker", "Replay"]
+__all__ = ["Broker", "BrokerUnavailable", "Replay", "all_brokers"]
 
 #: Events after a position, oldest first, and the channels whose history
 #: no longer reaches back to it.
 Replay = tuple[list[tuple[int, Event]], list[str]]
+
+
+class BrokerUnavailable(ConnectionError):
+    """The broker cannot be reached (Redis is down or unreachable).
+
+    :meth:`flask_evstream.EvStream.publish` raises it: the event may or may
+    not have been stored when the connection broke during the call, so it is
+    not retried for you. Subscriptions never raise it: during an outage they
+    go live without history and send the gap event.
+
+    .. versionadded:: 0.2
+    """
+
+
+# Every broker of this process, for subscribers() and the worker's exit.
+_brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
+_lock_guard = threading.Lock()  # only to make a registration lock once
+
+
+def all_brokers() -> list[Broker]:
+    """The brokers alive in this process."""
+    return list(_brokers)
 
 
 class Broker(abc.ABC):
@@ -24,13 +52,20 @@ class Broker(abc.ABC):
     knows, per channel, the highest id it dropped, to tell a client whose
     position is older than the history (a gap).
 
-    :param history: events kept per channel (0: none).
+    :param history: events kept per channel (0: none), and the most one
+        replay sends, whatever the number of channels.
     """
 
     def __init__(self, *, history: int) -> None:
+        if isinstance(history, bool) or not isinstance(history, int) or history < 0:
+            raise ValueError(f"history must be an integer number of events >= 0, got {history!r}")
+        #: Events kept per channel.
         self.history_size = history
         #: The subscribers of this process.
         self.hub = Hub()
+        self._registration: t.Any = None
+        self._registration_pid = 0
+        _brokers.add(self)
 
     @abc.abstractmethod
     def publish(self, channel: str, data: str, *, event: str | None, id: int | None) -> int:
@@ -41,35 +76,93 @@ class Broker(abc.ABC):
             the next one.
         :return: the event's id.
         :raises ValueError: ``id`` is not higher than the last id.
+        :raises BrokerUnavailable: the broker cannot be reached.
         """
 
     @abc.abstractmethod
     def history(self, channels: t.Sequence[str], after: int | None) -> Replay:
         """Return the kept events of ``channels`` with ids above ``after``
-        (none when ``after`` is ``None``), and the channels with a gap."""
+        (none when ``after`` is ``None``), at most ``history`` of them in all
+        (the newest), and the channels with a gap.
+
+        :raises BrokerUnavailable: the broker cannot be reached.
+        """
+
+    def merge(
+        self, per_channel: t.Mapping[str, t.Sequence[tuple[int, Event]]], gap: t.Iterable[str]
+    ) -> Replay:
+        """Merge the replays of several channels (each oldest first) into
+        one, oldest first, keeping the newest ``history`` events: a channel
+        that loses events to that bound has a gap too."""
+        gap = list(gap)
+        total = sum(len(events) for events in per_channel.values())
+        excess = total - self.history_size
+        if excess > 0:
+            # The ids below the cut: the excess-th smallest of all.
+            ids = (n for events in per_channel.values() for n, _ in events)
+            cut = heapq.nsmallest(excess, ids)[-1]
+            trimmed = {}
+            for channel, events in per_channel.items():
+                kept = [item for item in events if item[0] > cut]
+                if len(kept) < len(events) and channel not in gap:
+                    gap.append(channel)
+                trimmed[channel] = kept
+            per_channel = trimmed
+        if len(per_channel) == 1:
+            merged = list(next(iter(per_channel.values())))
+        else:
+            merged = list(heapq.merge(*per_channel.values(), key=lambda item: item[0]))
+        return merged, gap
+
+    # -- local subscribers --------------------------------------------------
+
+    def _registration_lock(self) -> t.Any:
+        # Made in the process and the concurrency that use it (a gunicorn
+        # worker forks, then gevent patches), so that a greenlet waiting for
+        # it lets the others run.
+        pid = os.getpid()
+        if self._registration is None or self._registration_pid != pid:
+            with _lock_guard:
+                if self._registration is None or self._registration_pid != pid:
+                    self._registration = new_lock()
+                    self._registration_pid = pid
+        return self._registration
 
     def hub_add(self, subscriber: Subscriber) -> None:
-        """Register a local subscriber (before its history is read)."""
-        new = self.hub.add(subscriber)
-        if new:
-            try:
-                self.channels_added(new)
-            except BaseException:
-                self.hub.remove(subscriber)
-                raise
+        """Register a local subscriber, before its history is read.
+
+        Registrations and removals are serialized: when this returns, the
+        broker delivers every event of the subscriber's channels that its
+        history read, done after, may not hold (a second subscriber never
+        reads its history before the first one's channel is set up, and a
+        channel being removed is not removed under a new subscriber).
+        """
+        with self._registration_lock():
+            new = self.hub.add(subscriber)
+            if new:
+                try:
+                    self.channels_added(new)
+                except BaseException:
+                    gone = self.hub.remove(subscriber)
+                    if gone:
+                        self.channels_removed(gone)
+                    raise
 
     def hub_remove(self, subscriber: Subscriber) -> None:
         """Unregister a local subscriber."""
-        gone = self.hub.remove(subscriber)
-        if gone:
-            self.channels_removed(gone)
+        with self._registration_lock():
+            gone = self.hub.remove(subscriber)
+            if gone:
+                self.channels_removed(gone)
 
     def channels_added(self, channels: list[str]) -> None:
-        """Channels that now have local subscribers (a reader starts on them)."""
+        """Channels that now have local subscribers (a reader starts on them).
+        Called with the registration lock held."""
         return None
 
     def channels_removed(self, channels: list[str]) -> None:
-        """Channels that no longer have local subscribers."""
+        """Channels that no longer have local subscribers. Called with the
+        registration lock held."""
         return None
 
     def close(self) -> None:

@@ -52,9 +52,16 @@ class MemoryBroker(Broker):
         if after is None:
             return [], []
         with self._lock:
-            events = sorted(
-                (item for c in channels for item in self._events.get(c, ()) if item[0] > after),
-                key=lambda item: item[0],
-            )
+            per_channel = {}
+            for channel in channels:
+                ring = self._events.get(channel, ())
+                # The ring is in id order: skip from the newest end.
+                events = []
+                for item in reversed(ring):
+                    if item[0] <= after:
+                        break
+                    events.append(item)
+                events.reverse()
+                per_channel[channel] = events
             gap = [c for c in channels if self._dropped.get(c, 0) > after]
-        return events, gap
+        return self.merge(per_channel, gap)

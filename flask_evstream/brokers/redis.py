@@ -97,11 +97,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from ..concurrency import spawn
 from ..event import Event
-from ..pump import uses_gevent
-from .base import Broker, Replay
+from .base import Broker, BrokerUnavailable, Replay
 
-__all__ = ["RedisBroker"]
+__all__ = ["RedisBroker", "RedisUnavailable"]
 
 logger = logging.getLogger("flask_evstream.redis")
 
@@ -144,6 +144,18 @@ return {1, n}
 """
 
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+class RedisUnavailable(BrokerUnavailable, redis.ConnectionError):
+    """Redis cannot be reached: a :class:`~flask_evstream.BrokerUnavailable`
+    that is also the :class:`redis.ConnectionError` that 0.1 raised."""
+
+
+#: Seconds before the reader tries again a channel whose key was not a stream.
+BAD_KEY_RETRY = 30.0
+
+
+def _wrong_type(error: BaseException) -> bool:
+    return isinstance(error, redis.ResponseError) and str(error).startswith("WRONGTYPE")
 
 
 def _number(entry_id: str) -> int:
@@ -223,6 +235,9 @@ class RedisBroker(Broker):
         self._stop = threading.Event()
         self._wake = threading.Event()  # the reader idles with no channel
         self._closed = False
+        # Channels whose key is not a stream: when the reader found it out.
+        self._bad: dict[str, float] = {}
+        self._bad_logged: set[str] = set()  # log each bad channel once
         #: Times the reader lost Redis and connected again.
         self.reconnects = 0
 
@@ -232,7 +247,7 @@ class RedisBroker(Broker):
         """Store an event; the readers of every process deliver it.
 
         :raises ValueError: ``id`` is not higher than the last id.
-        :raises redis.ConnectionError: Redis is unreachable (the event may or
+        :raises RedisUnavailable: Redis is unreachable (the event may or
             may not be stored when the connection broke during the call).
         """
         if event is not None:
@@ -241,9 +256,22 @@ class RedisBroker(Broker):
         args: list[str | int] = [self._maxlen, explicit, "data", data]
         if event is not None:
             args += ["event", event]
-        ok, value = self._publish_script(
-            keys=[self._counter_key, self._stream_prefix + channel], args=args
-        )
+        key = self._stream_prefix + channel
+        try:
+            ok, value = self._publish_script(keys=[self._counter_key, key], args=args)
+        except _CONNECTION_ERRORS as e:
+            raise RedisUnavailable(
+                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
+                " the event may or may not be stored"
+            ) from e
+        except redis.ResponseError as e:
+            if _wrong_type(e):
+                raise RuntimeError(
+                    f"cannot publish to channel {channel!r}: the Redis key {key!r} exists"
+                    " and is not a stream (another program uses this key prefix;"
+                    " set EVSTREAM_REDIS_PREFIX)"
+                ) from e
+            raise
         n = int(value)
         if not ok:
             raise ValueError(f"publish id must be higher than the last id {n}, got {id}")
@@ -255,26 +283,42 @@ class RedisBroker(Broker):
         """Return the kept events of ``channels`` above ``after`` and the
         channels with a gap.
 
-        :raises redis.ConnectionError: Redis is unreachable.
+        :raises RedisUnavailable: Redis is unreachable.
         """
         if after is None or not channels:
             return [], []
         keep = self.history_size
-        with self._redis.pipeline(transaction=False) as pipe:
-            for channel in channels:
-                pipe.xrevrange(self._stream_prefix + channel, "+", f"{after + 1}-0", count=keep + 1)
-            replies = pipe.execute()
-        events: list[tuple[int, Event]] = []
+        try:
+            with self._redis.pipeline(transaction=False) as pipe:
+                for channel in channels:
+                    pipe.xrevrange(
+                        self._stream_prefix + channel, "+", f"{after + 1}-0", count=keep + 1
+                    )
+                replies = pipe.execute(raise_on_error=False)
+        except _CONNECTION_ERRORS as e:
+            raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
+        per_channel: dict[str, list[tuple[int, Event]]] = {}
         gap: list[str] = []
         for channel, entries in zip(channels, replies):
+            if isinstance(entries, BaseException):
+                if isinstance(entries, _CONNECTION_ERRORS):
+                    raise RedisUnavailable(
+                        f"cannot read history: Redis is unreachable ({entries})"
+                    ) from entries
+                if not _wrong_type(entries):
+                    raise entries
+                self._mark_bad(channel, self._type(self._stream_prefix + channel))
+                gap.append(channel)
+                continue
             if len(entries) > keep:
                 gap.append(channel)
                 entries = entries[:keep]
-            for entry_id, fields in entries:
+            events = []
+            for entry_id, fields in reversed(entries):
                 n = _number(entry_id)
                 events.append((n, self._event(n, fields)))
-        events.sort(key=lambda item: item[0])
-        return events, gap
+            per_channel[channel] = events
+        return self.merge(per_channel, gap)
 
     @staticmethod
     def _event(n: int, fields: dict[str, str]) -> Event:
@@ -293,6 +337,9 @@ class RedisBroker(Broker):
         """
         if self._closed:
             return
+        with self._lock:
+            for channel in channels:
+                self._bad.pop(channel, None)  # look at its key again
         try:
             counter = self._get_counter(self._redis)
         except _CONNECTION_ERRORS as e:
@@ -348,15 +395,7 @@ class RedisBroker(Broker):
         # Made here, in the worker, in case gevent patched threading since.
         self._stop = threading.Event()
         self._wake = threading.Event()
-        if uses_gevent():
-            import gevent
-
-            self._reader = gevent.spawn(self._run)
-        else:
-            self._reader = threading.Thread(
-                target=self._run, name="evstream-redis-reader", daemon=True
-            )
-            self._reader.start()
+        self._reader = spawn(self._run, name="evstream-redis-reader")
 
     def _wake_reader(self, version: int) -> None:
         """Make the reader start a new ``XREAD`` that includes ``version``'s
@@ -401,9 +440,11 @@ class RedisBroker(Broker):
             try:
                 client = self._connect_reader()
                 with self._lock:
+                    now = time.monotonic()
                     streams = {
                         self._stream_prefix + channel: f"{position}-0"
                         for channel, position in self._positions.items()
+                        if now - self._bad.get(channel, -BAD_KEY_RETRY) >= BAD_KEY_RETRY
                     }
                     self._seen_version = self._version
                     self._floor = None
@@ -415,7 +456,14 @@ class RedisBroker(Broker):
                 if not streams:
                     self._wake.wait(BLOCK_MS / 1000)
                     continue
-                reply = client.xread(streams, block=BLOCK_MS)  # type: ignore[arg-type]
+                try:
+                    reply = client.xread(streams, block=BLOCK_MS)  # type: ignore[arg-type]
+                except redis.ResponseError as e:
+                    if not _wrong_type(e):
+                        raise
+                    if not self._find_bad(client, list(streams)):
+                        self._stop.wait(BACKOFF_MAX)  # the key changed again meanwhile
+                    continue
                 if reply:
                     with self._lock:
                         limit = self._floor
@@ -484,7 +532,7 @@ class RedisBroker(Broker):
                     channel,
                     position,
                 )
-                self._cut_off(channel)
+                self.hub.cut_off(channel)
                 continue
             try:
                 message = self._event(n, fields)
@@ -493,8 +541,43 @@ class RedisBroker(Broker):
                 continue
             self.hub.deliver(channel, n, message)
 
-    def _cut_off(self, channel: str) -> None:
-        self.hub.cut_off(channel)
+    def _find_bad(self, client: redis.Redis, keys: list[str]) -> int:
+        """After a WRONGTYPE from ``XREAD``: leave out the channels whose key
+        is not a stream, so that the others go on (each logged once; looked
+        at again after :data:`BAD_KEY_RETRY` seconds or a new subscriber)."""
+        with client.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.type(key)
+            types = pipe.execute()
+        skip = len(self._stream_prefix)
+        bad = [
+            (key[skip:], kind) for key, kind in zip(keys, types) if kind not in ("stream", "none")
+        ]
+        for channel, kind in bad:
+            self._mark_bad(channel, kind)
+        return len(bad)
+
+    def _type(self, key: str) -> str:
+        try:
+            return str(self._redis.type(key))
+        except redis.RedisError:
+            return "unknown"
+
+    def _mark_bad(self, channel: str, kind: str) -> None:
+        with self._lock:
+            logged = channel in self._bad or channel in self._bad_logged
+            self._bad[channel] = time.monotonic()
+            self._bad_logged.add(channel)
+        if not logged:
+            logger.error(
+                "Channel %r cannot be used: the Redis key %r holds a %s, not a stream"
+                " (another program uses the key prefix %r?); its subscribers here get"
+                " no events, the other channels go on",
+                channel,
+                self._stream_prefix + channel,
+                kind,
+                self.prefix,
+            )
 
     # -- lifecycle ---------------------------------------------------------
 

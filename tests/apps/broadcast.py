@@ -4,11 +4,20 @@ environment (memory:// by default)."""
 from __future__ import annotations
 
 import os
+import time
 import typing as t
 
 from flask import Flask, jsonify, request
 
-from flask_evstream import EvStream, Subscription, last_event_id, live_streams, sse_route
+from flask_evstream import (
+    BrokerUnavailable,
+    EvStream,
+    Subscription,
+    last_event_id,
+    live_streams,
+    sse_route,
+    subscribers,
+)
 
 app = Flask(__name__)
 app.config.update(
@@ -16,6 +25,7 @@ app.config.update(
     EVSTREAM_HEARTBEAT=float(os.environ.get("TEST_HEARTBEAT", "0.5")),
     EVSTREAM_HISTORY=int(os.environ.get("TEST_HISTORY", "1000")),
     EVSTREAM_QUEUE_SIZE=int(os.environ.get("TEST_QUEUE_SIZE", "1000")),
+    EVSTREAM_REDIS_TIMEOUT=float(os.environ.get("TEST_REDIS_TIMEOUT", "10")),
 )
 sse = EvStream(app)
 
@@ -25,15 +35,26 @@ def may_read(channel: str) -> bool:
     return not channel.startswith("private")
 
 
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 @app.get("/stats")
 def stats() -> t.Any:
-    return jsonify(pid=os.getpid(), live=live_streams(), subscriptions=sse.broker.hub.count())
+    return jsonify(pid=os.getpid(), live=live_streams(), subscriptions=subscribers(), rss=rss_kib())
 
 
 @app.post("/publish/<channel>")
 def publish(channel: str) -> t.Any:
     body = request.get_json()
-    return {"id": sse.publish(channel, body["data"], event=body.get("event"))}
+    try:
+        return {"id": sse.publish(channel, body["data"], event=body.get("event"))}
+    except BrokerUnavailable as e:
+        return {"error": str(e)}, 503
 
 
 @app.get("/sub")
@@ -48,3 +69,13 @@ def sub() -> Subscription:
 def gen() -> t.Iterator[t.Any]:
     """The same through a generator (yield from)."""
     yield from sse.subscribe(request.args.getlist("c"), last_event_id=last_event_id())
+
+
+@app.get("/work")
+@sse_route()
+def work() -> t.Iterator[t.Any]:
+    """A generator that works between events: closing the stream must
+    unsubscribe even while the generator is not waiting in the subscription."""
+    for event in sse.subscribe(request.args.getlist("c"), last_event_id=last_event_id()):
+        yield event
+        time.sleep(float(request.args.get("work", "5")))
