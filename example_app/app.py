@@ -12,11 +12,11 @@ import typing as t
 
 from flask import Flask, abort, render_template, request
 
-from flask_evstream import Event, EvStream, last_event_id, sse_route
+from flask_evstream import Event, EvStream, last_event_id, parse_event_id, sse_route
 
 app = Flask(__name__)
 app.config.from_prefixed_env("DEMO")
-sse = EvStream(app)
+EvStream(app)  # validates the EVSTREAM_* config at start-up
 
 TEXT = (
     "Server-Sent Events keep one HTTP response open and write each event as it"
@@ -55,7 +55,7 @@ def chat() -> t.Iterator[t.Any]:
 @sse_route(ids=True)
 def job() -> t.Iterator[Event]:
     """Progress of a job in 20 steps; a reconnect resumes after the last id."""
-    start = int(last_event_id() or 0) if (last_event_id() or "").isdigit() else 0
+    start = min(parse_event_id(last_event_id()) or 0, 20)  # client input: never a 500
     for step in range(start + 1, 21):
         time.sleep(0.2)
         yield Event({"step": step, "of": 20}, event="progress")

@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gevent]'
+# One worker: the demo's broker is memory://, which lives in one process. For
+# more workers, name Redis too, e.g.
+#   DEMO_EVSTREAM_BROKER_URL=redis://localhost:6379/0 EVSTREAM_WORKERS=4 bash example_app/run.sh
 export EVSTREAM_BIND=${EVSTREAM_BIND:-127.0.0.1:8000} EVSTREAM_WORKERS=${EVSTREAM_WORKERS:-1}
 echo "Open http://${EVSTREAM_BIND}/"
 exec .venv/bin/gunicorn -c python:flask_evstream.gunicorn_conf example_app.app:app

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import os
 import resource
-import threading
 import time
 import typing as t
 
@@ -96,7 +95,14 @@ SHUTDOWN_POLL = 0.2
 
 
 def post_worker_init(worker: t.Any) -> None:
-    """End open streams once the worker is stopping.
+    """Warn about a setup that loses events, and end open streams once the
+    worker is stopping.
+
+    Warnings (in gunicorn's error log, once per worker): the ``sync`` worker
+    (one open stream takes the whole worker), and an app whose broker is
+    ``memory://`` served by more than one worker (a publish reaches the
+    subscribers of its own worker only: set ``EVSTREAM_BROKER_URL`` to a
+    Redis URL, or ``EVSTREAM_WORKERS=1``).
 
     gunicorn's worker stops accepting and waits for open requests, and an
     event stream never finishes by itself, so without this every stop waits
@@ -107,8 +113,10 @@ def post_worker_init(worker: t.Any) -> None:
     (to another worker) and resume with ``Last-Event-ID``. Watching rather
     than wrapping the signal handlers leaves gunicorn's own handlers alone.
     """
-    from .pump import uses_gevent
+    from .concurrency import spawn
     from .response import end_streams
+
+    _warn_about_setup(worker)
 
     def watch() -> None:
         while worker.alive:
@@ -117,9 +125,36 @@ def post_worker_init(worker: t.Any) -> None:
             end_streams()
             time.sleep(SHUTDOWN_POLL)
 
-    if uses_gevent():
-        import gevent
+    spawn(watch, name="evstream-shutdown")
 
-        gevent.spawn(watch)
-    else:
-        threading.Thread(target=watch, name="evstream-shutdown", daemon=True).start()
+
+def _warn_about_setup(worker: t.Any) -> None:
+    from .brokers.base import all_brokers
+    from .brokers.memory import MemoryBroker
+
+    if type(worker).__name__ == "SyncWorker":
+        worker.log.warning(
+            "flask-evstream: the sync worker serves one request at a time, so one"
+            " open event stream blocks the whole worker. Use the gevent worker"
+            " (flask_evstream.gunicorn_conf's default) or gthread."
+        )
+    workers = int(worker.cfg.workers)
+    if workers > 1 and any(isinstance(b, MemoryBroker) for b in all_brokers()):
+        worker.log.warning(
+            "flask-evstream: the broker is memory:// and gunicorn runs %d workers:"
+            " a publish reaches only the subscribers of the worker that published it."
+            " Set EVSTREAM_BROKER_URL=redis://host:6379/0 to broadcast across"
+            " workers, or run one worker (EVSTREAM_WORKERS=1).",
+            workers,
+        )
+
+
+def worker_exit(server: t.Any, worker: t.Any) -> None:
+    """Close the brokers of the worker (Redis connections and readers)."""
+    from .brokers.base import all_brokers
+
+    for broker in all_brokers():
+        try:
+            broker.close()
+        except Exception:
+            worker.log.exception("flask-evstream: closing broker %r failed", broker)

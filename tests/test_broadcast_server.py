@@ -76,29 +76,27 @@ def test_refused_channel_is_403(start_server: t.Callable[..., Server]) -> None:
     assert server.stats()["subscriptions"] == 0
 
 
-def test_slow_client_is_cut_off_and_others_keep_their_latency(
+def test_slow_client_is_cut_off_and_others_keep_going(
     start_server: t.Callable[..., Server],
 ) -> None:
     """A client that stops reading: its queue (50 events) overflows and it is
-    cut off; publishing never waits for it; the other subscriber gets every
-    event promptly."""
+    cut off; publishing never waits for it (lockstep: each publish returns
+    and the other subscriber has the event before the next publish, which a
+    publisher or reader stuck on the slow client's full socket would not);
+    the other subscriber gets every event in order. The bench measures the
+    latency itself."""
     server = start_server(APP, env={"TEST_QUEUE_SIZE": "50"})
     slow = RawStream(server.url, "/sub?c=firehose")  # never read again
     fast = RawStream(server.url, "/sub?c=firehose")
     server.wait_stats(lambda s: s["subscriptions"] == 2, 5)
     payload = "x" * 50_000  # 10 MB in all: more than loopback socket buffers hold
-    latencies = []
     for i in range(200):
-        sent = time.monotonic()
         publish(server, "firehose", {"i": i, "pad": payload})
         (event_id, data) = read_events(fast, 1)[0]
-        latencies.append(time.monotonic() - sent)
         assert json.loads(data)["i"] == i
     # The slow one was cut off: only the fast subscription is left.
     stats = server.wait_stats(lambda s: s["subscriptions"] == 1, 10)
     assert stats["subscriptions"] == 1
-    latencies.sort()
-    assert latencies[len(latencies) // 2] < 0.05, latencies[-10:]
     fast.close()
     slow.close()
 
@@ -316,3 +314,25 @@ def test_a_redis_outage_never_turns_reconnects_into_errors(
         assert "Traceback" not in server.log(), server.log()[-3000:]
     finally:
         redis.stop()
+
+
+MEMORY_WARNING = "the broker is memory:// and gunicorn runs 2 workers"
+
+
+def test_memory_broker_in_two_workers_is_warned_about(
+    start_server: t.Callable[..., Server], redis_server: RedisServer
+) -> None:
+    two = start_server(APP, workers=2)
+    one = start_server(APP, workers=1)
+    with_redis = start_server(APP, workers=2, env={"EVSTREAM_BROKER_URL": redis_server.url})
+    for server in (two, one, with_redis):
+        server.stop()
+    assert two.log().count(MEMORY_WARNING) == 2, two.log()  # once per worker
+    assert "memory://" not in one.log()
+    assert "memory://" not in with_redis.log()
+
+
+def test_the_sync_worker_is_warned_about(start_server: t.Callable[..., Server]) -> None:
+    server = start_server(APP, worker="sync")
+    server.stop()
+    assert "the sync worker serves one request at a time" in server.log()

@@ -546,3 +546,58 @@ def test_headers_merge_case_insensitively(app: Flask, client: t.Any) -> None:
         assert response.headers["X-Extra"] == "1"
         assert "Content-Length" not in response.headers
         response.close()
+
+
+@pytest.mark.parametrize(
+    ("value", "number"),
+    [
+        ("0", 0),
+        ("42", 42),
+        ("9" * 18, 10**18 - 1),
+        ("9" * 19, None),
+        ("", None),
+        (None, None),
+        ("²", None),  # str.isdigit() says yes
+        ("٣", None),  # Arabic-Indic three: int() would take it
+        ("-1", None),
+        ("+1", None),
+        (" 1", None),
+        ("1 ", None),
+        ("1_000", None),  # int() would take it
+        ("0x10", None),
+        ("abc", None),
+        ("1" * 5000, None),  # past int()'s digit limit: must not raise
+    ],
+)
+def test_parse_event_id(value: str | None, number: int | None) -> None:
+    from flask_evstream import parse_event_id
+
+    assert parse_event_id(value) == number
+
+
+def test_a_late_http_error_is_logged_at_info_without_a_traceback(
+    app: Flask, client: t.Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from flask import abort
+
+    @app.get("/late")
+    @sse_route()
+    def late() -> t.Iterator[t.Any]:
+        yield "first"
+        abort(403)
+
+    @app.get("/broken")
+    @sse_route()
+    def broken() -> t.Iterator[t.Any]:
+        yield "first"
+        raise KeyError("boom")
+
+    caplog.set_level(logging.INFO, logger=app.logger.name)
+    assert [e.data for e in read_events(client.get("/late"))] == ["first"]
+    late_records = [r for r in caplog.records if "late" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in late_records] == [(logging.INFO, None)]
+    assert "403 Forbidden" in late_records[0].getMessage()
+    caplog.clear()
+    assert [e.data for e in read_events(client.get("/broken"))] == ["first"]
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info is not None

@@ -58,31 +58,36 @@ def test_each_event_leaves_when_yielded(gevent_server: Server) -> None:
     stream.close()
 
 
-def test_paced_events_arrive_apart(gevent_server: Server) -> None:
-    """Events yielded 200 ms apart arrive one by one, each soon after it was
-    sent. The bounds are loose (this machine is shared); the bench measures
-    lateness precisely."""
-    stream = RawStream(gevent_server.url, "/paced?n=5&gap=0.2")
+def arrive_before_the_next_is_made(arrivals: list[tuple[dict[str, t.Any], float]]) -> None:
+    """Each event reached the client before the generator yielded the next
+    one (an event held back until the next yield fails this, whatever the
+    machine's speed; the bench measures lateness itself)."""
+    for (data, arrived), (following, _) in zip(arrivals, arrivals[1:]):
+        assert arrived < following["sent"], (data, arrived, following)
+
+
+def read_timed(stream: RawStream, n: int) -> list[tuple[dict[str, t.Any], float]]:
     arrivals = []
-    for _ in range(5):
+    for _ in range(n):
         block, _ = stream.read_event()
         arrivals.append((json.loads(block.removeprefix(b"data: ")), time.time()))
+    return arrivals
+
+
+def test_paced_events_arrive_apart(gevent_server: Server) -> None:
+    """Events yielded 200 ms apart arrive one by one."""
+    stream = RawStream(gevent_server.url, "/paced?n=5&gap=0.2")
+    arrivals = read_timed(stream, 5)
     stream.close()
-    for data, arrived in arrivals:
-        assert arrived - data["sent"] < 0.15
-    gaps = [b[1] - a[1] for a, b in zip(arrivals, arrivals[1:])]
-    assert min(gaps) > 0.1, f"events bunched: gaps {gaps}"
+    arrive_before_the_next_is_made(arrivals)
 
 
 def test_cpu_bound_producer_events_are_not_held_back(gevent_server: Server) -> None:
+    """Events 150 ms of computing apart, with no greenlet switch between."""
     stream = RawStream(gevent_server.url, "/cpu")
-    lateness = []
-    for _ in range(4):
-        block, _ = stream.read_event()
-        lateness.append(time.time() - json.loads(block.removeprefix(b"data: "))["sent"])
+    arrivals = read_timed(stream, 4)
     stream.close()
-    # Held back until the next event, each would be 150 ms late.
-    assert max(lateness) < 0.1, lateness
+    arrive_before_the_next_is_made(arrivals)
 
 
 def test_heartbeat_while_generator_blocks(gevent_server: Server) -> None:
