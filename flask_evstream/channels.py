@@ -18,7 +18,7 @@ import typing as t
 from .brokers.base import BrokerUnavailable
 from .brokers.hub import Subscriber
 from .event import Event
-from .pump import on_close
+from .pump import forget_end, on_end
 
 if t.TYPE_CHECKING:
     from types import TracebackType
@@ -147,7 +147,7 @@ class Subscription:
         self._started = True
         # Inside a generator's pump: unsubscribe when the stream closes,
         # whatever the generator is doing then.
-        self._pump = on_close(self.close)
+        self._pump = on_end(self.close)
         if self._finished:
             return
         self._subscriber.on_overflow = self._drop_client
@@ -225,6 +225,8 @@ class Subscription:
             self._finished = True
             if self._started:
                 self._broker.hub_remove(self._subscriber)
+            if self._pump is not None:
+                forget_end(self._pump, self.close)
 
     # -- the source interface of flask_evstream.response -----------------
     # Returned from a view, the stream reads the subscription in the

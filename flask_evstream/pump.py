@@ -27,6 +27,7 @@ slow client holds back its own generator, not the worker's memory).
 from __future__ import annotations
 
 import collections
+import contextlib
 import contextvars
 import itertools
 import logging
@@ -56,8 +57,9 @@ _current: contextvars.ContextVar[Pump | None] = contextvars.ContextVar(
 )
 
 
-def on_close(callback: t.Callable[[], None]) -> Pump | None:
-    """Call ``callback`` when the stream running this code is closed.
+def on_end(callback: t.Callable[[], None]) -> Pump | None:
+    """Call ``callback`` when the stream running this code ends or is closed
+    (:meth:`Pump.end`, which :meth:`Pump.close` calls first).
 
     For sources of our own that block (a channel subscription): a thread
     cannot be interrupted, but such a source can be woken.
@@ -71,6 +73,12 @@ def on_close(callback: t.Callable[[], None]) -> Pump | None:
     if pump._closed:
         callback()
     return pump
+
+
+def forget_end(pump: Pump, callback: t.Callable[[], None]) -> None:
+    """Undo :func:`on_end` (a source closed before its stream ended)."""
+    with contextlib.suppress(ValueError):
+        pump._wakers.remove(callback)
 
 
 class Source(t.Protocol):
@@ -290,7 +298,7 @@ class Pump:
         self._closed = True
         self._ready.set()
         self._space.set()
-        for wake in self._wakers:
+        for wake in tuple(self._wakers):
             wake()
 
     def close(self) -> None:

@@ -90,18 +90,18 @@ class EventStream:
     that stops the generator and pops the request context kept for it.
     """
 
-    __slots__ = ("_pump", "app", "_opening", "_heartbeat", "_closed", "_ctx", "_socket")
+    __slots__ = ("_source", "app", "_opening", "_heartbeat", "_closed", "_ctx", "_socket")
 
     def __init__(
         self,
-        pump: Source,
+        source: Source,
         *,
         app: Flask,
         retry: int | None,
         heartbeat: float | None,
         keep_context: bool = True,
     ) -> None:
-        self._pump = pump
+        self._source = source
         #: The app this stream belongs to.
         self.app = app
         self._opening: bytes | None = b"" if retry is None else retry_line(retry)
@@ -122,7 +122,7 @@ class EventStream:
         self._socket = request.environ.get("gunicorn.socket") or request.environ.get(
             "werkzeug.socket"
         )
-        pump.abort = self._abort
+        source.abort = self._abort
         _live.add(self)
 
     def __iter__(self) -> EventStream:
@@ -133,14 +133,14 @@ class EventStream:
             # The first chunk leaves at once, so the headers do too: the
             # retry field and whatever is ready, or an empty comment.
             opening, self._opening = self._opening, None
-            chunk = self._pump.take(0)
+            chunk = self._source.take(0)
             if chunk:
                 return opening + chunk
             if chunk is None or opening:
                 return opening or OPEN
             self.close()
             raise StopIteration
-        chunk = self._pump.take(self._heartbeat)
+        chunk = self._source.take(self._heartbeat)
         if chunk is None:
             return HEARTBEAT
         if not chunk:
@@ -150,14 +150,14 @@ class EventStream:
         return chunk
 
     def _abort(self) -> None:
-        self._pump.end()
+        self._source.end()
         if self._socket is not None:
             with contextlib.suppress(OSError):
                 self._socket.shutdown(socket.SHUT_RDWR)
 
     def end(self) -> None:
         """End this stream soon (see :func:`end_streams`)."""
-        self._pump.end()
+        self._source.end()
 
     def close(self) -> None:
         """Stop the generator, pop the request context, forget the stream."""
@@ -165,12 +165,12 @@ class EventStream:
             return
         self._closed = True
         try:
-            self._pump.close()
+            self._source.close()
         finally:
             _live.discard(self)
             ctx, self._ctx = self._ctx, None
             if ctx is not None:
-                ctx.pop(self._pump.error)
+                ctx.pop(self._source.error)
 
 
 def _close_unsent(sender: t.Any, response: Response | None = None, **extra: t.Any) -> None:

@@ -2,6 +2,12 @@
 
 What Flask users write today: the generator formats each event itself and
 runs in the request greenlet; every yield is one write.
+
+Scenario D (the ``flask-plain-fanout`` row) is the broadcast loop users write
+by hand: ``GET /bcast`` puts a ``gevent.queue.Queue`` per client into a set,
+its generator waits on it and formats each message it gets
+(``f"data: {message}\n\n"``); ``POST /publish`` JSON-encodes the message
+once and puts it into every queue.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import time
 import typing as t
 
 from flask import Flask, Response, request
+from gevent.queue import Empty, Queue
 
 from .common import (
     DEFAULT_PACED_INTERVAL,
@@ -65,3 +72,37 @@ def paced() -> Response:
             yield f"data: {json.dumps({'seq': i, 't': time.time()})}\n\n"
 
     return Response(gen(), mimetype="text/event-stream")
+
+
+#: The queues of the open subscribers (scenario D).
+SUBSCRIBERS: set[Queue] = set()
+
+
+@app.get("/bcast")
+def bcast() -> Response:
+    def gen() -> t.Iterator[str]:
+        queue: Queue = Queue()
+        SUBSCRIBERS.add(queue)
+        try:
+            yield ":\n"
+            while True:
+                try:
+                    message = queue.get(timeout=HEARTBEAT)
+                except Empty:
+                    yield ": ping\n"
+                    continue
+                yield f"data: {message}\n\n"
+        finally:
+            SUBSCRIBERS.discard(queue)
+
+    return Response(gen(), mimetype="text/event-stream")
+
+
+@app.post("/publish")
+def publish() -> dict[str, t.Any]:
+    seq = int_arg(request.args, "seq", 0)
+    sent = time.time()
+    message = json.dumps({"seq": seq, "t": sent})
+    for queue in tuple(SUBSCRIBERS):
+        queue.put_nowait(message)
+    return {"fanout_s": time.time() - sent}
