@@ -477,8 +477,11 @@ def test_after_request_that_drops_the_body_closes_the_stream(app: Flask) -> None
     assert live_streams(app) == 0
     closed.clear()
     app.testing = False  # let Flask answer 500 instead of raising
-    app.logger.disabled = True
-    response = client.get("/s?mode=raise")
+    app.logger.disabled = True  # the logger is global by name: restore it for later tests
+    try:
+        response = client.get("/s?mode=raise")
+    finally:
+        app.logger.disabled = False
     assert response.status_code == 500
     assert closed.wait(5)
     assert live_streams(app) == 0
