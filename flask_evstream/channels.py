@@ -241,6 +241,28 @@ class Subscription:
         """Encoded pending events, at most about ``max_buffer`` bytes in one
         chunk (a long replay leaves in several writes)."""
         pending = self._pending
+        if not pending and self._started and not self._finished:
+            # The live path, once per wake-up per subscriber: no copies.
+            batch = self._subscriber.get(timeout)
+            if batch is None:
+                self.close()
+                return b""
+            if not batch:
+                return None
+            if len(batch) == 1:
+                event_id, event = batch[0]
+                if event_id > self._last:
+                    self._last = event_id
+                    return event.encode()
+                batch = []  # the replay sent it
+            last = self._last
+            for event_id, event in batch:
+                if event_id > last:
+                    last = event_id
+                    pending.append(event)
+            self._last = last
+            if not pending:
+                return self.take(timeout)
         if not pending and not self._fill(timeout):
             return b""
         if not pending:

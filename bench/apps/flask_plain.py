@@ -102,7 +102,7 @@ def bcast() -> Response:
 def publish() -> dict[str, t.Any]:
     seq = int_arg(request.args, "seq", 0)
     sent = time.time()
-    message = json.dumps({"seq": seq, "t": sent})
+    message = json.dumps({"seq": seq, "t": sent}, separators=(",", ":"))
     for queue in tuple(SUBSCRIBERS):
         queue.put_nowait(message)
     return {"fanout_s": time.time() - sent}

@@ -40,8 +40,10 @@ class Subscriber:
         #: Called once when the queue overflows (the stream drops the client).
         self.on_overflow: t.Callable[[], None] | None = None
 
-    def deliver(self, event_id: int, event: Event) -> None:
-        """Queue an event; never waits. A full queue cuts the subscriber off."""
+    def deliver(self, item: tuple[int, Event]) -> None:
+        """Queue an ``(id, event)`` pair; never waits. A full queue cuts the
+        subscriber off. The pair is shared by every subscriber of the event
+        (one allocation per publish, not per subscriber)."""
         if self.overflowed or self.closed:
             return
         queue = self._queue
@@ -50,7 +52,7 @@ class Subscriber:
         if len(queue) >= self._limit:
             self.cut_off()
             return
-        queue.append((event_id, event))
+        queue.append(item)
         self._flag.notify()
 
     def cut_off(self) -> None:
@@ -76,12 +78,16 @@ class Subscriber:
         :return: the events; ``[]`` when the time passed; ``None`` when the
             subscriber was cut off or closed and nothing is left.
         """
-        self._flag.wait(self._ready, timeout)
         queue = self._queue
+        if not queue:
+            self._flag.wait(self._ready, timeout)
+            queue = self._queue
         if self.overflowed or (self.closed and not queue):
             return None
         if not queue:
             return []
+        if len(queue) == 1:
+            return [queue.popleft()]
         return [queue.popleft() for _ in range(len(queue))]
 
 
@@ -132,8 +138,9 @@ class Hub:
         """Hand an event to the channel's subscribers. A broker delivers the
         ids of all channels in increasing order: a subscription drops an id
         not above the last one it has (its replay already sent it)."""
+        item = (event_id, event)
         for subscriber in self._subscribers.get(channel, ()):
-            subscriber.deliver(event_id, event)
+            subscriber.deliver(item)
 
     def cut_off(self, channel: str) -> None:
         """End the subscriptions of ``channel`` (they fell behind the broker);
