@@ -9,7 +9,7 @@ from .extension import EvStream, subscribers
 from .helpers import last_event_id, parse_event_id
 from .response import end_streams, live_streams
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 __all__ = [
     "GAP_EVENT",

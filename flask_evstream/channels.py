@@ -242,24 +242,26 @@ class Subscription:
         chunk (a long replay leaves in several writes)."""
         pending = self._pending
         if not pending and self._started and not self._finished:
-            # The live path, once per wake-up per subscriber: no copies.
-            batch = self._subscriber.get(timeout)
-            if batch is None:
+            # The live path, once per wake-up per subscriber: no copies, and
+            # one event (the common case) leaves as its cached bytes.
+            queue = self._subscriber.wait(timeout)
+            if queue is None:
                 self.close()
                 return b""
-            if not batch:
+            if not queue:
                 return None
-            if len(batch) == 1:
-                event_id, event = batch[0]
-                if event_id > self._last:
-                    self._last = event_id
-                    return event.encode()
-                batch = []  # the replay sent it
             last = self._last
-            for event_id, event in batch:
-                if event_id > last:
+            event_id, event = queue.popleft()
+            if not queue and event_id > last:
+                self._last = event_id
+                return event.encode()
+            while True:
+                if event_id > last:  # else the replay sent it
                     last = event_id
                     pending.append(event)
+                if not queue:
+                    break
+                event_id, event = queue.popleft()
             self._last = last
             if not pending:
                 return self.take(timeout)

@@ -9,6 +9,7 @@ import weakref
 from flask import abort, current_app, has_app_context, has_request_context
 from werkzeug.exceptions import BadRequest
 
+from .brokers.base import MAX_TTL
 from .channels import Subscription, check_channel
 from .event import check_event_type, data_text
 from .helpers import parse_event_id
@@ -33,6 +34,7 @@ DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_REDIS_PREFIX": "evstream",
     "EVSTREAM_REDIS_MAX_CONNECTIONS": 4,
     "EVSTREAM_REDIS_TIMEOUT": 10.0,
+    "EVSTREAM_CHANNEL_TTL": 86400.0,
 }
 
 
@@ -104,6 +106,8 @@ class Settings:
         process, for publishing and history (the reader has one more).
     :param redis_timeout: seconds a Redis command, a connection attempt or a
         wait for a pooled connection may take.
+    :param channel_ttl: seconds a channel's history is kept after its last
+        publish (``None``: forever).
     """
 
     heartbeat: float | None = 15.0
@@ -117,6 +121,7 @@ class Settings:
     redis_prefix: str = "evstream"
     redis_max_connections: int = 4
     redis_timeout: float = 10.0
+    channel_ttl: float | None = 86400.0
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -153,6 +158,16 @@ class Settings:
                 "EVSTREAM_REDIS_TIMEOUT must be a number of seconds above 0,"
                 f" got {get('EVSTREAM_REDIS_TIMEOUT')!r}"
             )
+        ttl = get("EVSTREAM_CHANNEL_TTL")
+        if ttl is not None and (
+            isinstance(ttl, bool)
+            or not isinstance(ttl, (int, float))
+            or not 0 <= ttl <= MAX_TTL  # also refuses NaN
+        ):
+            raise ValueError(
+                f"EVSTREAM_CHANNEL_TTL must be a number of seconds from 0 to {MAX_TTL:g}"
+                f" (0 or None: keep forever), got {ttl!r}"
+            )
         prefix = get("EVSTREAM_REDIS_PREFIX")
         if (
             not isinstance(prefix, str)
@@ -176,6 +191,7 @@ class Settings:
             redis_prefix=prefix,
             redis_max_connections=integer("EVSTREAM_REDIS_MAX_CONNECTIONS", 1, "connections"),
             redis_timeout=redis_timeout,
+            channel_ttl=float(ttl) if ttl else None,
         )
 
     def make_broker(self) -> Broker:
@@ -188,6 +204,7 @@ class Settings:
             prefix=self.redis_prefix,
             max_connections=self.redis_max_connections,
             timeout=self.redis_timeout,
+            channel_ttl=self.channel_ttl,
         )
 
 
@@ -313,6 +330,9 @@ class EvStream:
           process (publish, history); the reader has one more. Default 4.
         - ``EVSTREAM_REDIS_TIMEOUT``: seconds a Redis command, connection
           attempt or wait for a pooled connection may take. Default 10.
+        - ``EVSTREAM_CHANNEL_TTL``: seconds a channel's history is kept after
+          its last publish (Redis keys expire, the memory broker frees it);
+          ``0`` or ``None`` keeps it forever. Default 86400 (a day).
 
         The broker is closed when a gunicorn worker with
         :mod:`flask_evstream.gunicorn_conf` exits; elsewhere call

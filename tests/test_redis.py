@@ -621,3 +621,64 @@ def test_a_foreign_key_under_the_prefix_darkens_its_channel_only(
     assert len(errors) == 1, [r.getMessage() for r in caplog.records]
     assert "'evstream:ch:bad' holds a string, not a stream" in errors[0].getMessage()
     assert broker.info()["connected"]
+
+
+@pytest.mark.parametrize("kind", ["memory", "redis"])
+def test_channels_nobody_publishes_to_expire(
+    kind: str, server: RedisServer, cleanup: t.Any
+) -> None:
+    """With a channel TTL, the history of a channel left alone goes away
+    (Redis keys expire; the memory broker frees its ring); a client whose
+    position the expired history may have held gets the gap event, and a
+    client that is up to date does not."""
+    broker: t.Any
+    if kind == "memory":
+        broker = MemoryBroker(history=10, channel_ttl=1.0)
+
+        def exists(channel: str) -> bool:
+            return channel in broker._events  # the ring itself: was it freed?
+    else:
+        broker = cleanup(
+            RedisBroker(server.url, history=10, channel_ttl=1.0, clock_interval=0.05)
+        )
+
+        def exists(channel: str) -> bool:
+            return bool(server.admin.exists(f"evstream:ch:{channel}"))
+
+    assert [pub(broker, "old", data=f"o{i}") for i in range(3)] == [1, 2, 3]
+    # Younger than the TTL: nothing can have expired, so no gap from the start.
+    assert [n for n, _ in broker.history(["old"], 0)[0]] == [1, 2, 3]
+    assert broker.history(["old"], 0)[1] == []
+    assert [n for n, _ in broker.history(["old"], 1)[0]] == [2, 3]
+    assert broker.history(["old"], 1)[1] == []
+    assert broker.history(["never"], 3) == ([], [])
+    deadline = time.monotonic() + 15
+    latest = 3
+    while exists("old") and time.monotonic() < deadline:
+        latest = pub(broker, "other")  # time goes on elsewhere
+        time.sleep(0.05)
+    assert not exists("old"), "the channel's history was not freed"
+    assert exists("other")
+    # A client at 1 missed 2 and 3, which expired: a gap.
+    assert broker.history(["old"], 1) == ([], ["old"])
+    # Up to date: no gap, on the expired channel and on one never published.
+    assert broker.history(["old"], latest) == ([], [])
+    assert broker.history(["never"], latest) == ([], [])
+    # The channel starts again: its new history does not hide the expired one.
+    again = pub(broker, "old", data="again")
+    events, gap = broker.history(["old"], 1)
+    assert [n for n, _ in events] == [again] and gap == ["old"]
+    assert broker.history(["old"], latest)[1] == []
+    assert [n for n, _ in broker.history(["old"], latest)[0]] == [again]
+
+
+def test_channel_ttl_setting() -> None:
+    from flask_evstream.extension import Settings
+
+    assert Settings.from_config({}).channel_ttl == 86400.0
+    assert Settings.from_config({"EVSTREAM_CHANNEL_TTL": 0}).channel_ttl is None
+    assert Settings.from_config({"EVSTREAM_CHANNEL_TTL": None}).channel_ttl is None
+    assert Settings.from_config({"EVSTREAM_CHANNEL_TTL": 30}).channel_ttl == 30.0
+    for bad in (-1, float("nan"), "1d", True, 10**9):
+        with pytest.raises(ValueError, match="EVSTREAM_CHANNEL_TTL must be a number of seconds"):
+            Settings.from_config({"EVSTREAM_CHANNEL_TTL": bad})

@@ -25,6 +25,7 @@ def broker_from_url(
     prefix: str = "evstream",
     max_connections: int = 4,
     timeout: float = 10.0,
+    channel_ttl: float | None = None,
 ) -> Broker:
     """Make the broker ``url`` names.
 
@@ -33,13 +34,15 @@ def broker_from_url(
     :param history: events kept per channel for replay.
     :param prefix, max_connections, timeout: Redis only: the key prefix, the
         pool size and the timeout of each command, in seconds.
+    :param channel_ttl: seconds a channel's history is kept after its last
+        publish (``None``: forever).
     :raises ValueError: an unknown scheme.
     """
     scheme = urlsplit(url).scheme
     if scheme == "memory":
         from .memory import MemoryBroker
 
-        return MemoryBroker(history=history)
+        return MemoryBroker(history=history, channel_ttl=channel_ttl)
     if scheme in ("redis", "rediss", "unix"):
         from .redis import RedisBroker
 
@@ -49,6 +52,7 @@ def broker_from_url(
             prefix=prefix,
             max_connections=max_connections,
             socket_timeout=timeout,
+            channel_ttl=channel_ttl,
         )
     raise ValueError(
         "EVSTREAM_BROKER_URL must start with memory://, redis://, rediss:// or unix://,"

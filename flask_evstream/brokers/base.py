@@ -37,6 +37,18 @@ class BrokerUnavailable(ConnectionError):
 _brokers: weakref.WeakSet[Broker] = weakref.WeakSet()
 _lock_guard = threading.Lock()  # only to make a registration lock once
 
+#: The longest channel TTL accepted, in seconds (a year).
+MAX_TTL = 365 * 86400.0
+
+
+def seconds(name: str, value: t.Any) -> float:
+    """Validate a duration: a number of seconds above 0, at most a year."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= MAX_TTL:
+        raise ValueError(
+            f"{name} must be a number of seconds above 0 and at most {MAX_TTL:g}, got {value!r}"
+        )
+    return float(value)
+
 
 def all_brokers() -> list[Broker]:
     """The brokers alive in this process."""
@@ -54,13 +66,19 @@ class Broker(abc.ABC):
 
     :param history: events kept per channel (0: none), and the most one
         replay sends, whatever the number of channels.
+    :param channel_ttl: seconds the history of a channel is kept after its
+        last publish (``None``: forever). A replay that reaches back only to
+        the start of a channel's current history sends the gap event when
+        the client's id may be older than an expired history.
     """
 
-    def __init__(self, *, history: int) -> None:
+    def __init__(self, *, history: int, channel_ttl: float | None = None) -> None:
         if isinstance(history, bool) or not isinstance(history, int) or history < 0:
             raise ValueError(f"history must be an integer number of events >= 0, got {history!r}")
         #: Events kept per channel.
         self.history_size = history
+        #: Seconds a channel's history is kept after its last publish, or ``None``.
+        self.channel_ttl = None if channel_ttl is None else seconds("channel_ttl", channel_ttl)
         #: The subscribers of this process.
         self.hub = Hub()
         self._registration: t.Any = None

@@ -24,7 +24,16 @@ class Subscriber:
     """One stream's bounded queue of live events (thread- and greenlet-safe:
     one side delivers, one side reads)."""
 
-    __slots__ = ("channels", "_queue", "_limit", "_flag", "overflowed", "closed", "on_overflow")
+    __slots__ = (
+        "channels",
+        "_queue",
+        "_limit",
+        "_flag",
+        "_is_ready",
+        "overflowed",
+        "closed",
+        "on_overflow",
+    )
 
     def __init__(self, channels: tuple[str, ...], limit: int) -> None:
         self.channels = channels
@@ -33,6 +42,7 @@ class Subscriber:
         self._queue: collections.deque[tuple[int, Event]] | None = None
         self._limit = limit
         self._flag = Flag()
+        self._is_ready = self._ready  # made once: the wait path allocates nothing
         #: The queue filled up: this subscriber was cut off.
         self.overflowed = False
         #: Closed: :meth:`get` returns what is left, then ``None``.
@@ -72,23 +82,39 @@ class Subscriber:
     def _ready(self) -> bool:
         return bool(self._queue) or self.overflowed or self.closed
 
+    def wait(self, timeout: float | None) -> collections.deque[tuple[int, Event]] | None:
+        """Wait up to ``timeout`` for an event; return the queue to pop from.
+
+        Only the reading side pops, with ``popleft`` while the queue is not
+        empty (safe while the delivering side appends).
+
+        :return: the queue (empty when the time passed); ``None`` when the
+            subscriber was cut off or closed and nothing is left.
+        """
+        queue = self._queue
+        if not queue:
+            self._flag.wait(self._is_ready, timeout)
+            queue = self._queue
+        if self.overflowed or (self.closed and not queue):
+            return None
+        if queue is None:
+            return _EMPTY
+        return queue
+
     def get(self, timeout: float | None) -> list[tuple[int, Event]] | None:
         """Return all queued events, waiting up to ``timeout`` for one.
 
         :return: the events; ``[]`` when the time passed; ``None`` when the
             subscriber was cut off or closed and nothing is left.
         """
-        queue = self._queue
-        if not queue:
-            self._flag.wait(self._ready, timeout)
-            queue = self._queue
-        if self.overflowed or (self.closed and not queue):
+        queue = self.wait(timeout)
+        if queue is None:
             return None
-        if not queue:
-            return []
-        if len(queue) == 1:
-            return [queue.popleft()]
         return [queue.popleft() for _ in range(len(queue))]
+
+
+# What wait() returns for a subscriber that never had an event: always empty.
+_EMPTY: collections.deque[tuple[int, Event]] = collections.deque(maxlen=0)
 
 
 class Hub:

@@ -80,8 +80,17 @@ A counter that went backwards (Redis restarted with no data) would reuse ids
 clients already saw, which they would ignore; the reader logs an error when
 it sees one.
 
-Stream keys never expire: a channel's stream stays in Redis after its last
-subscriber left, like the rings of the memory broker.
+**Expiry.** With a channel TTL (``EVSTREAM_CHANNEL_TTL``, a day by
+default) each publish sets the stream's TTL again, so the stream of a
+channel nobody publishes to goes away ``ttl`` after its last event. Once it
+is gone nothing tells which ids it held, so the publish script also samples
+the counter into a small clock stream, ``<prefix>:clock`` (an entry per
+``clock_interval`` holding the counter before that publish, at most
+``ttl / clock_interval`` of them, expiring too): a replay whose history
+reaches back only to the start of a channel's current stream gets the gap
+event when the client's id is older than the counter's value about ``ttl``
+ago (0 for a deployment younger than the TTL). A client whose position is
+more recent than that never gets a spurious gap; one that is older may.
 """
 
 from __future__ import annotations
@@ -99,7 +108,7 @@ from redis.retry import Retry
 
 from ..concurrency import spawn
 from ..event import Event
-from .base import Broker, BrokerUnavailable, Replay
+from .base import Broker, BrokerUnavailable, Replay, seconds
 
 __all__ = ["RedisBroker", "RedisUnavailable"]
 
@@ -113,12 +122,15 @@ BLOCK_MS = 5000
 BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
-# KEYS[1] the counter, KEYS[2] the stream.
-# ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next), ARGV[3..] field/value.
+# KEYS[1] the counter, KEYS[2] the stream, KEYS[3] the clock.
+# ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next), ARGV[3] the
+# channel TTL in ms ("0": keep forever), ARGV[4] the clock's sampling
+# interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6..] field/value.
 # Returns {1, id} or, for an explicit id not above the counter, {0, last}.
 # Ids are decimal strings throughout: Lua numbers are doubles, exact only to
 # 2**53, and ids may have 18 digits.
 _PUBLISH_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
 local last = redis.call('GET', KEYS[1]) or '0'
 local n = ARGV[2]
 if n == '' then
@@ -136,14 +148,26 @@ if top[1] then
   prev = string.sub(top[1][1], 1, -3)
 end
 local fields = {'prev', prev}
-for i = 3, #ARGV do
+for i = 6, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
+local ttl = tonumber(ARGV[3])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local sample = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if not sample[1] or ms - tonumber(string.match(sample[1][1], '^%d+')) >= tonumber(ARGV[4]) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'base', last)
+  end
+  redis.call('PEXPIRE', KEYS[3], ttl * 2)
+end
 return {1, n}
 """
 
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
+
 
 class RedisUnavailable(BrokerUnavailable, redis.ConnectionError):
     """Redis cannot be reached: a :class:`~flask_evstream.BrokerUnavailable`
@@ -184,6 +208,10 @@ class RedisBroker(Broker):
     :param max_connections: the size of the pool for publishing and history
         (the reader has one more connection of its own).
     :param socket_timeout: seconds a command waits for Redis.
+    :param channel_ttl: seconds a channel's stream is kept after its last
+        publish (``None``: forever).
+    :param clock_interval: seconds between two samples of the counter in
+        the clock stream (see "Expiry" above).
     """
 
     def __init__(
@@ -195,13 +223,22 @@ class RedisBroker(Broker):
         slack: int = 100,
         max_connections: int = 4,
         socket_timeout: float = 10.0,
+        channel_ttl: float | None = None,
+        clock_interval: float = 60.0,
     ) -> None:
-        super().__init__(history=history)
+        super().__init__(history=history, channel_ttl=channel_ttl)
+        #: Seconds between two samples of the counter in the clock stream.
+        self.clock_interval = seconds("clock_interval", clock_interval)
+        #: The most samples kept: they reach back at least ``channel_ttl``.
+        self.clock_size = (
+            2 if self.channel_ttl is None else int(self.channel_ttl // clock_interval) + 2
+        )
         if history < 0 or slack < 1:
             raise ValueError(f"history must be >= 0 and slack >= 1, got {history} and {slack}")
         self.url = url
         self.prefix = prefix
         self._counter_key = f"{prefix}:id"
+        self._clock_key = f"{prefix}:clock"
         self._stream_prefix = f"{prefix}:ch:"
         self._maxlen = history + slack
         self._socket_timeout = socket_timeout
@@ -253,12 +290,23 @@ class RedisBroker(Broker):
         if event is not None:
             Event(None, event=event)  # refuse a bad event type before storing it
         explicit = "" if id is None else str(max(id, 0))
-        args: list[str | int] = [self._maxlen, explicit, "data", data]
+        ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
+        args: list[str | int] = [
+            self._maxlen,
+            explicit,
+            ttl_ms,
+            max(1, round(self.clock_interval * 1000)),
+            self.clock_size,
+            "data",
+            data,
+        ]
         if event is not None:
             args += ["event", event]
         key = self._stream_prefix + channel
         try:
-            ok, value = self._publish_script(keys=[self._counter_key, key], args=args)
+            ok, value = self._publish_script(
+                keys=[self._counter_key, key, self._clock_key], args=args
+            )
         except _CONNECTION_ERRORS as e:
             raise RedisUnavailable(
                 f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
@@ -291,15 +339,18 @@ class RedisBroker(Broker):
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
-                    pipe.xrevrange(
-                        self._stream_prefix + channel, "+", f"{after + 1}-0", count=keep + 1
-                    )
+                    key = self._stream_prefix + channel
+                    pipe.xrevrange(key, "+", f"{after + 1}-0", count=keep + 1)
+                    pipe.exists(key)
                 replies = pipe.execute(raise_on_error=False)
         except _CONNECTION_ERRORS as e:
             raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
         per_channel: dict[str, list[tuple[int, Event]]] = {}
         gap: list[str] = []
-        for channel, entries in zip(channels, replies):
+        # Channels whose history, as kept now, starts after `after`: their
+        # stream may have expired (and started again) since.
+        from_start: list[str] = []
+        for channel, entries, exists in zip(channels, replies[::2], replies[1::2]):
             if isinstance(entries, BaseException):
                 if isinstance(entries, _CONNECTION_ERRORS):
                     raise RedisUnavailable(
@@ -313,12 +364,34 @@ class RedisBroker(Broker):
             if len(entries) > keep:
                 gap.append(channel)
                 entries = entries[:keep]
+            elif exists == 0 or (entries and _previous(entries[-1][1]) == 0):
+                from_start.append(channel)
             events = []
             for entry_id, fields in reversed(entries):
                 n = _number(entry_id)
                 events.append((n, self._event(n, fields)))
             per_channel[channel] = events
+        if from_start and self.channel_ttl is not None and after < self._expired_below():
+            # `after` may be older than an expired history of these channels.
+            gap += from_start
         return self.merge(per_channel, gap)
+
+    def _expired_below(self) -> int:
+        """An id at or above every event of every channel that may have
+        expired: the counter just before the first publish the clock sampled
+        after ``now - ttl`` (0 for a new deployment), or the counter now
+        when there is none. A channel expires ``ttl`` after its last
+        publish, so every event of an expired stream came before that one."""
+        assert self.channel_ttl is not None
+        since_ms = int((time.time() - self.channel_ttl) * 1000) + 1
+        try:
+            samples = self._redis.xrange(self._clock_key, f"{since_ms}-0", "+", count=1)
+            if samples:
+                fields = t.cast("dict[str, str]", samples[0][1])
+                return int(fields.get("base") or 0)
+            return self._get_counter(self._redis)
+        except _CONNECTION_ERRORS as e:
+            raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
 
     @staticmethod
     def _event(n: int, fields: dict[str, str]) -> Event:
