@@ -11,9 +11,11 @@ Under gevent (monkey-patched, as gunicorn's gevent worker does) the pump is a
 greenlet, and :meth:`Pump.close` kills it: the generator is interrupted where
 it blocks, its ``finally`` blocks run, and nothing outlives the request.
 Under threads (``flask run``, gunicorn's ``gthread`` worker) a thread cannot
-be interrupted, so a generator blocked in a call is closed when that call
-returns and the generator next yields; :meth:`Pump.close` waits for that up
-to :data:`CLOSE_TIMEOUT`.
+be interrupted, so a generator blocked in a call is closed by its own thread
+when that call returns; :meth:`Pump.close` waits :data:`THREAD_CLOSE_GRACE`
+for a generator that yields soon and otherwise returns, so the server thread
+is free at once (the request context is then torn down before the
+generator's ``finally`` runs).
 
 Output is coalesced: events ready together leave in one write. Under gevent
 the pump hands control to the writer after an event whose generator step
@@ -46,8 +48,13 @@ __all__ = ["Pump", "Source", "uses_gevent"]
 #: producer: hand it to the writer at once instead of batching.
 SLOW_GAP = 0.001
 
-#: How long :meth:`Pump.close` waits for the generator to stop.
+#: How long :meth:`Pump.close` waits for a greenlet to stop.
 CLOSE_TIMEOUT = 5.0
+
+#: How long :meth:`Pump.close` waits for a thread to stop: a generator that
+#: yields often stops within it; one blocked in a call is left to close
+#: itself when the call returns, so the server's thread is not held.
+THREAD_CLOSE_GRACE = 0.05
 
 _thread_names = itertools.count(1)
 
@@ -304,25 +311,33 @@ class Pump:
     def close(self) -> None:
         """Stop the iterable and release it.
 
-        Under gevent the greenlet is killed where it waits; under threads the
-        thread is told to stop and closes the iterable at its next item. Either
-        way this returns once the generator's ``finally`` blocks ran, or after
-        :data:`CLOSE_TIMEOUT` with a warning.
+        Under gevent the greenlet is killed where it waits, and this returns
+        once the generator's ``finally`` blocks ran (or after
+        :data:`CLOSE_TIMEOUT`, with a warning). Under threads the thread is
+        told to stop and closes the iterable at its next item; this waits
+        :data:`THREAD_CLOSE_GRACE` at most, so a generator blocked in a call
+        does not hold the server's thread (its own thread closes it when the
+        call returns).
         """
         self.end()
         worker = self._worker
         if worker is None:
             self._close_iterable(None)
             return
-        if self._gevent:
-            worker.kill(block=True, timeout=CLOSE_TIMEOUT)
-            alive = not worker.dead
-        else:
-            worker.join(CLOSE_TIMEOUT)
-            alive = worker.is_alive()
-        if not self._ran:
+        if not self._gevent:
+            # The thread closes the iterable itself, now or when its call returns.
+            worker.join(THREAD_CLOSE_GRACE)
+            if worker.is_alive():
+                self._logger.info(
+                    "Event stream %r is blocked in a call: its thread closes it when"
+                    " the call returns (the request context is torn down now)",
+                    getattr(self._iterable, "__qualname__", self._iterable),
+                )
+            return
+        worker.kill(block=True, timeout=CLOSE_TIMEOUT)
+        if not self._ran:  # killed before it started: _run never closes it
             self._close_iterable(None)
-        if alive:
+        if not worker.dead:
             self._logger.warning(
                 "Event stream %r did not stop within %s s of being closed;"
                 " its request context is torn down under it",

@@ -74,6 +74,7 @@ class Server:
         tmp: Path,
         python: str = sys.executable,
         cwd: Path = ROOT,
+        threads: int = 16,
     ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -91,7 +92,7 @@ class Server:
             app,
         ]
         if worker == "gthread":
-            cmd[-1:-1] = ["--threads", "16"]
+            cmd[-1:-1] = ["--threads", str(threads)]
         full_env = {
             **os.environ,
             "EVSTREAM_BIND": f"127.0.0.1:{self.port}",

@@ -330,3 +330,28 @@ def test_max_requests_restart_ends_streams(start_server: t.Callable[..., Server]
     assert time.monotonic() - started < 10
     assert server.wait_stats(lambda s: s["pid"] != pid, 15)["pid"] != pid
     assert "Worker graceful timeout" not in server.log()
+
+
+def test_gthread_close_does_not_hold_the_server_thread(
+    start_server: t.Callable[..., Server],
+) -> None:
+    """One server thread; a generator blocked in a call (a gate that stays
+    shut) and its client leaves. The server thread must be free at once
+    (closing used to wait 5 s for the generator), and the generator's own
+    thread closes it (its finally runs) when the call returns."""
+    server = start_server(worker="gthread", threads=1)
+    before = server.stats()
+    stream = RawStream(server.url, "/quiet")
+    assert stream.read_until(b":\n") == b":\n"
+    stream.close()
+    # The next heartbeat (0.5 s) finds the client gone and closes the
+    # stream; only then can the one thread answer. Held for 5 s by the
+    # close, this request would time out.
+    response = httpx.get(f"{server.url}/stats", timeout=3)
+    assert response.status_code == 200
+    stats = server.wait_stats(lambda s: s["live"] == 0, 3)
+    assert stats["live"] == 0
+    assert stats["finally_count"] == before["finally_count"]  # still blocked
+    assert httpx.post(f"{server.url}/release/never", timeout=3).status_code == 204
+    stats = server.wait_stats(lambda s: s["finally_count"] > before["finally_count"], 3)
+    assert stats["finally_count"] == before["finally_count"] + 1

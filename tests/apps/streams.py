@@ -16,7 +16,7 @@ import typing as t
 
 from flask import Flask, abort, g, jsonify, request, session
 
-from flask_evstream import Event, EvStream, last_event_id, live_streams, sse_route
+from flask_evstream import Event, EvStream, last_event_id, live_streams, parse_event_id, sse_route
 
 app = Flask(__name__)
 app.secret_key = "test"
@@ -117,7 +117,7 @@ def quiet() -> t.Iterator[t.Any]:
 @app.get("/resume")
 @sse_route(ids=True)
 def resume() -> t.Iterator[t.Any]:
-    start = int(last_event_id() or "0")
+    start = parse_event_id(last_event_id()) or 0
     for step in range(start + 1, start + 4):
         yield {"step": step}
 
