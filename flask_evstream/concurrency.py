@@ -62,24 +62,34 @@ class Flag:
 
     The waiting side raises ``waiting`` before it checks its condition once
     more and then waits; the other side calls :meth:`notify` after changing
-    the state, which sets the event only when somebody waits. No wake-up is
+    the state, which wakes the waiter only when there is one. No wake-up is
     lost, and a busy producer pays one attribute read per item.
+
+    Under gevent the waiter parks on a :class:`gevent.hub.Waiter` (what
+    gevent's own queues use) and is woken by one hub callback; a
+    :class:`gevent.event.Event` would allocate several objects per set and
+    wait, which shows as extra garbage collections when one publish wakes
+    thousands of subscribers. Under threads it waits on a
+    :class:`threading.Event`.
     """
 
-    __slots__ = ("waiting", "_event")
+    __slots__ = ("waiting", "_event", "_waiter")
 
     def __init__(self) -> None:
         #: True while the waiting side is (about to be) blocked.
         self.waiting = False
-        self._event: t.Any = None  # made on the first wait
+        self._event: t.Any = None  # threads: made on the first wait
+        self._waiter: t.Any = None  # gevent: the parked waiter, while it waits
 
     def wait(self, ready: t.Callable[[], bool], timeout: float | None) -> bool:
         """Wait up to ``timeout`` until ``ready()``; return ``ready()``."""
         if ready():
             return True
+        if uses_gevent():
+            return self._wait_gevent(ready, timeout)
         event = self._event
         if event is None:
-            event = self._event = new_event()
+            event = self._event = threading.Event()
         event.clear()
         self.waiting = True
         try:
@@ -89,16 +99,74 @@ class Flag:
             self.waiting = False
         return ready()
 
+    def _wait_gevent(self, ready: t.Callable[[], bool], timeout: float | None) -> bool:
+        gevent_hub = _gevent_hub()
+        hub = gevent_hub.get_hub()
+        waiter = gevent_hub.Waiter(hub)
+        self._waiter = waiter
+        self.waiting = True
+        try:
+            if ready():
+                return True
+            if timeout is None:
+                waiter.get()
+            else:
+                timer = hub.loop.timer(max(timeout, 0.0))
+                try:
+                    timer.start(waiter.switch, None)
+                    waiter.get()
+                finally:
+                    timer.close()
+        finally:
+            self.waiting = False
+            self._waiter = None
+        return ready()
+
     def notify(self) -> None:
         """Wake the waiter, if one waits."""
         if self.waiting:
-            event = self._event
-            if event is not None:
-                event.set()
+            self.set()
 
     def set(self) -> None:
         """Wake the waiter whether or not it has raised its flag yet (for the
         end of a stream, from any thread: ``ready()`` must then hold)."""
+        waiter = self._waiter
+        if waiter is not None:
+            _wake(waiter)
+            return
         event = self._event
         if event is not None:
             event.set()
+
+
+def _wake(waiter: t.Any) -> None:
+    """Switch to a parked gevent waiter from its hub's next loop turn; from
+    another thread's hub or a native thread, through the thread-safe path."""
+    hub = waiter.hub
+    loop = hub.loop
+    if loop is None:
+        return  # its hub was destroyed
+    if _hub_if_exists() is hub:
+        loop.run_callback(waiter.switch, None)
+    else:
+        loop.run_callback_threadsafe(waiter.switch, None)
+
+
+_hub_module: t.Any = None
+
+
+def _gevent_hub() -> t.Any:
+    """``gevent.hub`` (imported once, on first use under gevent)."""
+    global _hub_module
+    if _hub_module is None:
+        import gevent.hub
+
+        _hub_module = gevent.hub
+    return _hub_module
+
+
+def _hub_if_exists() -> t.Any:
+    """This thread's gevent hub, without making one."""
+    from gevent._hub_local import get_hub_if_exists
+
+    return get_hub_if_exists()
