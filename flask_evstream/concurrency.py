@@ -130,8 +130,10 @@ class Flag:
     def set(self) -> None:
         """Wake the waiter whether or not it has raised its flag yet (for the
         end of a stream, from any thread: ``ready()`` must then hold)."""
+        self.waiting = False  # woken once: later notifies of this wait cost nothing
         waiter = self._waiter
         if waiter is not None:
+            self._waiter = None
             _wake(waiter)
             return
         event = self._event
@@ -165,8 +167,14 @@ def _gevent_hub() -> t.Any:
     return _hub_module
 
 
+_get_hub_if_exists: t.Any = None
+
+
 def _hub_if_exists() -> t.Any:
     """This thread's gevent hub, without making one."""
-    from gevent._hub_local import get_hub_if_exists
+    global _get_hub_if_exists
+    if _get_hub_if_exists is None:
+        from gevent._hub_local import get_hub_if_exists
 
-    return get_hub_if_exists()
+        _get_hub_if_exists = get_hub_if_exists
+    return _get_hub_if_exists()
