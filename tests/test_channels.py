@@ -315,3 +315,57 @@ def test_too_many_channels_outside_a_request_is_a_value_error(
     app, sse = sse_app
     with app.app_context(), pytest.raises(ValueError, match="at most 32 channels"):
         sse.subscribe([f"c{i}" for i in range(33)])
+
+
+def test_a_broker_instance_and_several_apps() -> None:
+    import gc
+
+    from flask_evstream.brokers.memory import MemoryBroker
+
+    shared = MemoryBroker(history=5)
+    sse = EvStream(broker=shared)
+    first, second = Flask("first"), Flask("second")
+    sse.init_app(first)
+    assert first.extensions["evstream"].broker is shared
+    assert sse.publish("c", "only app: no context needed") == "1"
+    sse.init_app(second)  # a second app must not break the first
+    with first.app_context():
+        assert sse.publish("c", "from the first") == "2"
+        assert sse.broker is shared
+    with second.app_context():
+        assert sse.publish("c", "from the second") == "3"
+    with pytest.raises(RuntimeError, match="several apps: push an app context"):
+        sse.publish("c", "which app?")
+    # Apps are held weakly: a dropped app is forgotten.
+    del second
+    gc.collect()
+    assert sse.publish("c", "the first again") == "4"
+    with pytest.raises(TypeError, match="broker must be a flask_evstream.brokers.Broker"):
+        EvStream(broker="redis://localhost")  # type: ignore[arg-type]
+
+
+def test_redis_settings_are_validated() -> None:
+    from flask_evstream.extension import Settings
+
+    settings = Settings.from_config(
+        {
+            "EVSTREAM_REDIS_PREFIX": "app2",
+            "EVSTREAM_REDIS_MAX_CONNECTIONS": 8,
+            "EVSTREAM_REDIS_TIMEOUT": 2.5,
+        }
+    )
+    assert (settings.redis_prefix, settings.redis_max_connections, settings.redis_timeout) == (
+        "app2",
+        8,
+        2.5,
+    )
+    for key, bad, message in (
+        ("EVSTREAM_REDIS_PREFIX", "", "EVSTREAM_REDIS_PREFIX must be 1 to 100 printable"),
+        ("EVSTREAM_REDIS_PREFIX", "a b", "EVSTREAM_REDIS_PREFIX must be 1 to 100 printable"),
+        ("EVSTREAM_REDIS_PREFIX", "{x}", "EVSTREAM_REDIS_PREFIX must be 1 to 100 printable"),
+        ("EVSTREAM_REDIS_MAX_CONNECTIONS", 0, "EVSTREAM_REDIS_MAX_CONNECTIONS must be an integer"),
+        ("EVSTREAM_REDIS_TIMEOUT", 0, "EVSTREAM_REDIS_TIMEOUT must be a number of seconds above 0"),
+        ("EVSTREAM_MAX_CHANNELS", 0, "EVSTREAM_MAX_CHANNELS must be an integer"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            Settings.from_config({key: bad})

@@ -682,3 +682,16 @@ def test_channel_ttl_setting() -> None:
     for bad in (-1, float("nan"), "1d", True, 10**9):
         with pytest.raises(ValueError, match="EVSTREAM_CHANNEL_TTL must be a number of seconds"):
             Settings.from_config({"EVSTREAM_CHANNEL_TTL": bad})
+
+
+def test_two_prefixes_share_one_redis_database(server: RedisServer, cleanup: t.Any) -> None:
+    one = cleanup(RedisBroker(server.url, history=10, prefix="app1"))
+    two = cleanup(RedisBroker(server.url, history=10, prefix="app2"))
+    listener = cleanup(Consumer(subscribe(two, ["news"])))
+    assert [pub(one, "news", data=f"one{i}") for i in range(3)] == [1, 2, 3]
+    assert pub(two, "news", data="two") == 1  # its own counter
+    assert listener.wait_id(1) == [1]
+    assert [e.data for e in listener.events] == ["two"]
+    assert [e.data for _, e in two.history(["news"], 0)[0]] == ["two"]
+    assert len(one.history(["news"], 0)[0]) == 3
+    assert sorted(server.admin.keys("app1:*")) == ["app1:ch:news", "app1:id"]  # no TTL: no clock
