@@ -65,8 +65,16 @@ and once. Subscribers stay registered; their streams keep sending
 heartbeats; a channel first subscribed meanwhile starts after the highest id
 this process saw (nothing is lost; older events may come live too).
 :meth:`~RedisBroker.publish` and :meth:`~RedisBroker.history`
-raise :class:`redis.ConnectionError` while Redis is unreachable (publish is
-not retried: a publish that failed in mid-air may or may not be stored).
+raise :class:`RedisUnavailable` (a :class:`~flask_evstream.BrokerUnavailable`
+and a :class:`redis.ConnectionError`) while Redis is unreachable; publish is
+not retried (a publish that failed in mid-air may or may not be stored), and
+a subscription whose history cannot be read goes live with the gap event.
+
+**A foreign key.** A key under the prefix that is not a stream makes
+``XREAD`` fail with ``WRONGTYPE`` for every stream in the call: the reader
+then asks the type of each key, leaves the bad channels out (logged once;
+looked at again after :data:`BAD_KEY_RETRY` seconds or a new subscriber) and
+goes on with the others.
 
 **Connections.** A broker holds the reader's connection plus a
 :class:`redis.BlockingConnectionPool` of at most ``max_connections`` (4)
