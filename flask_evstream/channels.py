@@ -197,17 +197,24 @@ class Subscription:
                 return True
             if self._finished:
                 return False
-        batch = self._subscriber.get(timeout)
-        if batch is None:
+        queue = self._subscriber.wait(timeout)
+        if queue is None:
             self.close()
             return False
-        last = self._last
-        for event_id, event in batch:
-            if event_id > last:  # drop what the replay already sent
-                last = event_id
-                self._pending.append(event)
-        self._last = last
+        self._drain(queue)
         return True
+
+    def _drain(self, queue: collections.deque[tuple[int, Event]]) -> None:
+        """Move the queued live events into ``_pending``, dropping the ids
+        the replay already sent."""
+        last = self._last
+        pending = self._pending
+        while queue:
+            event_id, event = queue.popleft()
+            if event_id > last:
+                last = event_id
+                pending.append(event)
+        self._last = last
 
     def _drop_client(self) -> None:
         # The client stopped reading: its write may be stuck with a full
@@ -250,19 +257,13 @@ class Subscription:
                 return b""
             if not queue:
                 return None
-            last = self._last
-            event_id, event = queue.popleft()
-            if not queue and event_id > last:
-                self._last = event_id
-                return event.encode()
-            while True:
-                if event_id > last:  # else the replay sent it
-                    last = event_id
-                    pending.append(event)
-                if not queue:
-                    break
-                event_id, event = queue.popleft()
-            self._last = last
+            if len(queue) == 1:
+                event_id, event = queue[0]
+                if event_id > self._last:
+                    queue.popleft()
+                    self._last = event_id
+                    return event.encode()
+            self._drain(queue)
             if not pending:
                 return self.take(timeout)
         if not pending and not self._fill(timeout):
