@@ -133,14 +133,26 @@ BACKOFF_MAX = 2.0
 # KEYS[1] the counter, KEYS[2] the stream, KEYS[3] the clock.
 # ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next), ARGV[3] the
 # channel TTL in ms ("0": keep forever), ARGV[4] the clock's sampling
-# interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6..] field/value.
+# interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6] "1" when the counter
+# expires with its channels (a missing counter then starts from the server's
+# clock in microseconds, above every id it gave before), ARGV[7] the pub/sub
+# channel to announce the event on ("": none), ARGV[8] the channel's name,
+# ARGV[9..] field/value.
 # Returns {1, id} or, for an explicit id not above the counter, {0, last}.
 # Ids are decimal strings throughout: Lua numbers are doubles, exact only to
 # 2**53, and ids may have 18 digits.
 _PUBLISH_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
-local last = redis.call('GET', KEYS[1]) or '0'
+local last = redis.call('GET', KEYS[1])
 local n = ARGV[2]
+if not last then
+  last = '0'
+  if n == '' and ARGV[6] == '1' then
+    local now = redis.call('TIME')
+    last = now[1] .. string.format('%06d', tonumber(now[2]))
+    redis.call('SET', KEYS[1], last)
+  end
+end
 if n == '' then
   redis.call('INCR', KEYS[1])
   n = redis.call('GET', KEYS[1])
@@ -156,13 +168,23 @@ if top[1] then
   prev = string.sub(top[1][1], 1, -3)
 end
 local fields = {'prev', prev}
-for i = 6, #ARGV do
+for i = 9, #ARGV do
   fields[#fields + 1] = ARGV[i]
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
+if ARGV[7] ~= '' then
+  local message = {ARGV[8], n}
+  for i = 1, #fields do
+    message[#message + 1] = fields[i]
+  end
+  redis.call('PUBLISH', ARGV[7], cjson.encode(message))
+end
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
   redis.call('PEXPIRE', KEYS[2], ttl)
+  if ARGV[6] == '1' then
+    redis.call('PEXPIRE', KEYS[1], ttl * 2)
+  end
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local sample = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
@@ -222,6 +244,9 @@ class RedisBroker(Broker):
         the clock stream (see "Expiry" above).
     """
 
+    #: The errors that mean Redis cannot be reached.
+    _unreachable: tuple[type[BaseException], ...] = _CONNECTION_ERRORS
+
     def __init__(
         self,
         url: str,
@@ -245,22 +270,10 @@ class RedisBroker(Broker):
             raise ValueError(f"history must be >= 0 and slack >= 1, got {history} and {slack}")
         self.url = url
         self.prefix = prefix
-        self._counter_key = f"{prefix}:id"
-        self._clock_key = f"{prefix}:clock"
         self._stream_prefix = f"{prefix}:ch:"
         self._maxlen = history + slack
         self._socket_timeout = socket_timeout
-        self._pool = redis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=socket_timeout,
-            decode_responses=True,
-            socket_timeout=socket_timeout,
-            socket_connect_timeout=socket_timeout,
-            client_name=f"{prefix}",
-            retry=Retry(NoBackoff(), 0),
-        )
-        self._redis = redis.Redis(connection_pool=self._pool)
+        self._redis = self._connect(max_connections)
         self._publish_script = self._redis.register_script(_PUBLISH_LUA)
 
         self._lock = threading.Lock()
@@ -272,7 +285,8 @@ class RedisBroker(Broker):
         # The lowest start position of the channels added since the reader's
         # current XREAD began: it delivers nothing above it from that reply.
         self._floor: int | None = None
-        self._high = 0  # the highest id this process saw (counter check)
+        # Per group: the highest id this process saw (the counter check).
+        self._highs: dict[str, int] = {}
         self._reader: t.Any = None  # the thread or greenlet
         self._reader_pid = 0
         self._reader_client: redis.Redis | None = None
@@ -285,6 +299,39 @@ class RedisBroker(Broker):
         self._bad_logged: set[str] = set()  # log each bad channel once
         #: Times the reader lost Redis and connected again.
         self.reconnects = 0
+
+    def _connect(self, max_connections: int) -> t.Any:
+        """The client for publishing and history: a bounded pool."""
+        self._pool = redis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=max_connections,
+            timeout=self._socket_timeout,
+            decode_responses=True,
+            socket_timeout=self._socket_timeout,
+            socket_connect_timeout=self._socket_timeout,
+            client_name=self.prefix,
+            retry=Retry(NoBackoff(), 0),
+        )
+        return redis.Redis(connection_pool=self._pool)
+
+    # -- keys ---------------------------------------------------------------
+
+    def group(self, channel: str) -> str:
+        """The group of ``channel``: the channels that share one id counter
+        (on one Redis server, all of them: ``""``)."""
+        return ""
+
+    def key(self, group: str, name: str) -> str:
+        """The Redis key ``name`` of ``group``: ``id`` (the counter),
+        ``clock``, or ``ch:<channel>`` (a channel's stream)."""
+        return f"{self.prefix}:{name}"
+
+    def _stream_key(self, channel: str) -> str:
+        return self.key(self.group(channel), "ch:" + channel)
+
+    def _notify_channel(self, group: str) -> str:
+        """The pub/sub channel that announces the group's events ("": none)."""
+        return ""
 
     # -- publish and history --------------------------------------------
 
@@ -299,23 +346,28 @@ class RedisBroker(Broker):
             Event(None, event=event)  # refuse a bad event type before storing it
         explicit = "" if id is None else str(max(id, 0))
         ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
+        group = self.group(channel)
+        notify = self._notify_channel(group)
         args: list[str | int] = [
             self._maxlen,
             explicit,
             ttl_ms,
             max(1, round(self.clock_interval * 1000)),
             self.clock_size,
+            "1" if notify else "0",
+            notify,
+            channel,
             "data",
             data,
         ]
         if event is not None:
             args += ["event", event]
-        key = self._stream_prefix + channel
+        key = self._stream_key(channel)
         try:
             ok, value = self._publish_script(
-                keys=[self._counter_key, key, self._clock_key], args=args
+                keys=[self.key(group, "id"), key, self.key(group, "clock")], args=args
             )
-        except _CONNECTION_ERRORS as e:
+        except self._unreachable as e:
             raise RedisUnavailable(
                 f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
                 " the event may or may not be stored"
@@ -331,9 +383,12 @@ class RedisBroker(Broker):
         n = int(value)
         if not ok:
             raise ValueError(f"publish id must be higher than the last id {n}, got {id}")
-        if n > self._high:
-            self._high = n
+        self._saw(group, n)
         return n
+
+    def _saw(self, group: str, n: int) -> None:
+        if n > self._highs.get(group, 0):
+            self._highs[group] = n
 
     def history(self, channels: t.Sequence[str], after: int | None) -> Replay:
         """Return the kept events of ``channels`` above ``after`` and the
@@ -347,11 +402,11 @@ class RedisBroker(Broker):
         try:
             with self._redis.pipeline(transaction=False) as pipe:
                 for channel in channels:
-                    key = self._stream_prefix + channel
+                    key = self._stream_key(channel)
                     pipe.xrevrange(key, "+", f"{after + 1}-0", count=keep + 1)
                     pipe.exists(key)
                 replies = pipe.execute(raise_on_error=False)
-        except _CONNECTION_ERRORS as e:
+        except self._unreachable as e:
             raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
         per_channel: dict[str, list[tuple[int, Event]]] = {}
         gap: list[str] = []
@@ -360,13 +415,13 @@ class RedisBroker(Broker):
         from_start: list[str] = []
         for channel, entries, exists in zip(channels, replies[::2], replies[1::2]):
             if isinstance(entries, BaseException):
-                if isinstance(entries, _CONNECTION_ERRORS):
+                if isinstance(entries, self._unreachable):
                     raise RedisUnavailable(
                         f"cannot read history: Redis is unreachable ({entries})"
                     ) from entries
                 if not _wrong_type(entries):
                     raise entries
-                self._mark_bad(channel, self._type(self._stream_prefix + channel))
+                self._mark_bad(channel, self._type(self._stream_key(channel)))
                 gap.append(channel)
                 continue
             if len(entries) > keep:
@@ -379,26 +434,31 @@ class RedisBroker(Broker):
                 n = _number(entry_id)
                 events.append((n, self._event(n, fields)))
             per_channel[channel] = events
-        if from_start and self.channel_ttl is not None and after < self._expired_below():
+        if (
+            from_start
+            and self.channel_ttl is not None
+            and after < self._expired_below(self.group(channels[0]))
+        ):
             # `after` may be older than an expired history of these channels.
             gap += from_start
         return self.merge(per_channel, gap)
 
-    def _expired_below(self) -> int:
-        """An id at or above every event of every channel that may have
-        expired: the counter just before the first publish the clock sampled
-        after ``now - ttl`` (0 for a new deployment), or the counter now
-        when there is none. A channel expires ``ttl`` after its last
-        publish, so every event of an expired stream came before that one."""
+    def _expired_below(self, group: str) -> int:
+        """An id at or above every event of every channel of ``group`` that
+        may have expired: the counter just before the first publish the
+        clock sampled after ``now - ttl`` (0 for a new deployment), or the
+        counter now when there is none. A channel expires ``ttl`` after its
+        last publish, so every event of an expired stream came before that
+        one."""
         assert self.channel_ttl is not None
         since_ms = int((time.time() - self.channel_ttl) * 1000) + 1
         try:
-            samples = self._redis.xrange(self._clock_key, f"{since_ms}-0", "+", count=1)
+            samples = self._redis.xrange(self.key(group, "clock"), f"{since_ms}-0", "+", count=1)
             if samples:
                 fields = t.cast("dict[str, str]", samples[0][1])
                 return int(fields.get("base") or 0)
-            return self._get_counter(self._redis)
-        except _CONNECTION_ERRORS as e:
+            return self._get_counter(self._redis, group)
+        except self._unreachable as e:
             raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
 
     @staticmethod
@@ -422,9 +482,9 @@ class RedisBroker(Broker):
             for channel in channels:
                 self._bad.pop(channel, None)  # look at its key again
         try:
-            counter = self._get_counter(self._redis)
-        except _CONNECTION_ERRORS as e:
-            counter = self._high
+            counter = self._get_counter(self._redis, "")
+        except self._unreachable as e:
+            counter = self._highs.get("", 0)
             logger.warning(
                 "Redis is unreachable (%s); channels %r start after id %d", e, channels, counter
             )
@@ -446,26 +506,27 @@ class RedisBroker(Broker):
             for channel in channels:
                 self._positions.pop(channel, None)
 
-    def _get_counter(self, client: redis.Redis) -> int:
+    def _get_counter(self, client: t.Any, group: str) -> int:
         # Every id seen before the GET was stored before it ran.
-        high = self._high
-        counter = int(client.get(self._counter_key) or 0)
+        high = self._highs.get(group, 0)
+        key = self.key(group, "id")
+        counter = int(client.get(key) or 0)
         if counter < high:
             logger.error(
                 "The event id counter %r went back from %d to %d: Redis lost its data"
                 " (run it with appendonly yes). Clients ignore events until ids pass"
                 " the ones they saw.",
-                self._counter_key,
+                key,
                 high,
                 counter,
             )
-            self._high = counter
+            self._highs[group] = counter
             with self._lock:
                 for channel, position in self._positions.items():
-                    if position > counter:
+                    if position > counter and self.group(channel) == group:
                         self._positions[channel] = counter
-        elif counter > self._high:
-            self._high = counter
+        else:
+            self._saw(group, counter)
         return counter
 
     def _start_reader(self) -> None:
@@ -511,7 +572,7 @@ class RedisBroker(Broker):
             )
         if self._reader_id is None:
             reader_id = int(client.client_id())
-            self._get_counter(client)  # checks that it did not go back
+            self._get_counter(client, "")  # checks that it did not go back
             self._reader_id = reader_id
         return client
 
@@ -603,8 +664,7 @@ class RedisBroker(Broker):
                 if position is None or n <= position:
                     continue  # removed, or delivered (or before the start)
                 self._positions[channel] = n
-                if n > self._high:
-                    self._high = n
+                self._saw("", n)
             if _previous(fields) > position:
                 logger.warning(
                     "The reader fell behind on channel %r: events after id %d were"
@@ -630,7 +690,7 @@ class RedisBroker(Broker):
             for key in keys:
                 pipe.type(key)
             types = pipe.execute()
-        skip = len(self._stream_prefix)
+        skip = len(self._stream_prefix)  # one Redis server: keys of group ""
         bad = [
             (key[skip:], kind) for key, kind in zip(keys, types) if kind not in ("stream", "none")
         ]
@@ -655,7 +715,7 @@ class RedisBroker(Broker):
                 " (another program uses the key prefix %r?); its subscribers here get"
                 " no events, the other channels go on",
                 channel,
-                self._stream_prefix + channel,
+                self._stream_key(channel),
                 kind,
                 self.prefix,
             )
