@@ -461,11 +461,18 @@ class EvStream:
             raise ValueError("subscribe needs at least one channel")
         names = tuple(dict.fromkeys(check_channel(c) for c in names))
         limit = state.settings.max_channels
+        message = None
         if len(names) > limit:
             message = (
                 f"A subscription may read at most {limit} channels"
                 f" (EVSTREAM_MAX_CHANNELS), got {len(names)}"
             )
+        else:
+            try:
+                state.broker.check_channels(names)
+            except ValueError as e:
+                message = str(e)[0].upper() + str(e)[1:]
+        if message is not None:
             if has_request_context():
                 raise BadRequest(description=message)
             raise ValueError(message)

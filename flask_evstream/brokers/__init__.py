@@ -4,6 +4,9 @@
   default: one process, history in a bounded ring per channel.
 * ``redis://host:port/db`` (:class:`~flask_evstream.brokers.redis.RedisBroker`):
   Redis Streams, for many workers and hosts.
+* ``redis+cluster://host:port/``
+  (:class:`~flask_evstream.brokers.redis_cluster.RedisClusterBroker`): the
+  same on a Redis Cluster (or a Valkey cluster).
 
 A broker is a subclass of :class:`~flask_evstream.brokers.base.Broker`; a new
 engine is one module.
@@ -29,8 +32,10 @@ def broker_from_url(
 ) -> Broker:
     """Make the broker ``url`` names.
 
-    :param url: ``memory://`` or ``redis://[:password@]host[:port][/db]``
-        (also ``rediss://`` and ``unix://``).
+    :param url: ``memory://``, ``redis://[:password@]host[:port][/db]``
+        (also ``rediss://`` and ``unix://``) or
+        ``redis+cluster://[:password@]host:port[,host:port...]/`` (also
+        ``rediss+cluster://``).
     :param history: events kept per channel for replay.
     :param prefix, max_connections, timeout: Redis only: the key prefix, the
         pool size and the timeout of each command, in seconds.
@@ -54,7 +59,18 @@ def broker_from_url(
             socket_timeout=timeout,
             channel_ttl=channel_ttl,
         )
+    if scheme in ("redis+cluster", "rediss+cluster"):
+        from .redis_cluster import RedisClusterBroker
+
+        return RedisClusterBroker(
+            url,
+            history=history,
+            prefix=prefix,
+            max_connections=max_connections,
+            socket_timeout=timeout,
+            channel_ttl=channel_ttl,
+        )
     raise ValueError(
-        "EVSTREAM_BROKER_URL must start with memory://, redis://, rediss:// or unix://,"
-        f" got {url!r}"
+        "EVSTREAM_BROKER_URL must start with memory://, redis://, rediss://, unix://,"
+        f" redis+cluster:// or rediss+cluster://, got {url!r}"
     )

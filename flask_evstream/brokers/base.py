@@ -106,6 +106,14 @@ class Broker(abc.ABC):
         :raises BrokerUnavailable: the broker cannot be reached.
         """
 
+    def check_channels(self, channels: t.Sequence[str]) -> None:
+        """Refuse channels this broker cannot serve in one subscription
+        (every broker but the Redis Cluster one takes any valid names).
+
+        :raises ValueError: what is wrong and what is allowed.
+        """
+        return None
+
     def merge(
         self, per_channel: t.Mapping[str, t.Sequence[tuple[int, Event]]], gap: t.Iterable[str]
     ) -> Replay:

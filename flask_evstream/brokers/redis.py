@@ -273,8 +273,9 @@ class RedisBroker(Broker):
         self._stream_prefix = f"{prefix}:ch:"
         self._maxlen = history + slack
         self._socket_timeout = socket_timeout
-        self._redis = self._connect(max_connections)
-        self._publish_script = self._redis.register_script(_PUBLISH_LUA)
+        self._max_connections = max_connections
+        self._client: t.Any = None  # made at first use: see _redis
+        self._client_lock = threading.Lock()
 
         self._lock = threading.Lock()
         # Per channel with local subscribers: the last id the reader
@@ -299,6 +300,19 @@ class RedisBroker(Broker):
         self._bad_logged: set[str] = set()  # log each bad channel once
         #: Times the reader lost Redis and connected again.
         self.reconnects = 0
+
+    @property
+    def _redis(self) -> t.Any:
+        """The client for publishing and history, made at first use (an
+        app starts while Redis is away)."""
+        client = self._client
+        if client is None:
+            with self._client_lock:
+                if self._client is None:
+                    self._client = self._connect(self._max_connections)
+                    self._publish_script = self._client.register_script(_PUBLISH_LUA)
+                client = self._client
+        return client
 
     def _connect(self, max_connections: int) -> t.Any:
         """The client for publishing and history: a bounded pool."""
@@ -364,6 +378,7 @@ class RedisBroker(Broker):
             args += ["event", event]
         key = self._stream_key(channel)
         try:
+            self._redis  # noqa: B018 (made at first use, with the script)
             ok, value = self._publish_script(
                 keys=[self.key(group, "id"), key, self.key(group, "clock")], args=args
             )
@@ -761,4 +776,5 @@ class RedisBroker(Broker):
             if client is not None:
                 self._reader_client = None
                 client.close()
-        self._pool.disconnect()
+        if self._client is not None:
+            self._pool.disconnect()
