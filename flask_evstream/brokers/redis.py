@@ -136,7 +136,8 @@ BACKOFF_MAX = 2.0
 # interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6] "1" when the counter
 # expires with its channels (a missing counter then starts from the server's
 # clock in microseconds, above every id it gave before), ARGV[7] the pub/sub
-# channel to announce the event on ("": none), ARGV[8] the channel's name,
+# channel to announce the event on ("": none) as the JSON array [channel, id,
+# the counter before, field, value, ...], ARGV[8] the channel's name,
 # ARGV[9..] field/value.
 # Returns {1, id} or, for an explicit id not above the counter, {0, last}.
 # Ids are decimal strings throughout: Lua numbers are doubles, exact only to
@@ -173,7 +174,7 @@ for i = 9, #ARGV do
 end
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
 if ARGV[7] ~= '' then
-  local message = {ARGV[8], n}
+  local message = {ARGV[8], n, last}
   for i = 1, #fields do
     message[#message + 1] = fields[i]
   end

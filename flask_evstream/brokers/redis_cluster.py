@@ -472,8 +472,8 @@ class RedisClusterBroker(RedisBroker):
     def _announced(self, notify_channel: str, payload: str) -> None:
         group = notify_channel[len(self._notify_channel("")) :]
         try:
-            channel, number, *pairs = json.loads(payload)
-            n = int(number)
+            channel, number, before, *pairs = json.loads(payload)
+            n, base = int(number), int(before)
             fields = dict(zip(pairs[::2], pairs[1::2]))
         except (TypeError, ValueError):
             logger.error("Skipping a bad announcement on %r: %.200r", notify_channel, payload)
@@ -481,18 +481,24 @@ class RedisClusterBroker(RedisBroker):
         with self._lock:
             if group not in self._groups:
                 return
-            if n > self._received.get(group, 0):
+            received = self._received.get(group, 0)
+            if n > received:
                 self._received[group] = n
+            # Every announcement of the group comes here, in order: one whose
+            # counter before is above the last one received means some were
+            # lost (and one whose channel's previous event was not delivered).
+            lost = base > received or group in self._stale
             position = self._positions.get(channel)
-            if position is None or n <= position:
+            if not lost and (position is None or n <= position):
                 return  # not read here, or delivered
-            if group in self._stale or _previous(fields) > position:
-                # Announcements were lost: read them from the streams, in
-                # order. Those lost came before this one (the subscription
-                # was confirmed before it was published).
+            if lost or (position is not None and _previous(fields) > position):
+                # Read them from the streams, in order. Those lost came
+                # before this one (the subscription was confirmed before it
+                # was published).
                 upto = self._stale.get(group)
                 self._stale[group] = n if upto is None else max(upto, n)
                 return
+            assert position is not None
             self._positions[channel] = n
             self._saw(group, n)
         self._deliver(channel, n, fields)
