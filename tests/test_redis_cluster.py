@@ -191,6 +191,33 @@ def test_lost_announcements_are_read_from_the_streams(
     only_a.close()
 
 
+def test_a_foreign_key_fails_its_channel_alone(
+    cluster: RedisClusterServers,
+    make_broker: t.Callable[..., RedisClusterBroker],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A key of the group that is not a stream (another program's) makes
+    its channel fail, logged, while the group's other channels go on, also
+    when lost announcements are read from the streams."""
+    monkeypatch.setattr(cluster_module, "SWEEP_SECONDS", 0.2)
+    reader, silent = make_broker(), make_broker()
+    silent._notify_channel = lambda group: ""  # type: ignore[method-assign]
+    good, bad = "shop:{8}:good", "shop:{8}:bad"
+    node = cluster.nodes[cluster.node_of(f"evstream:{{8}}:ch:{bad}")]
+    node.admin.set(f"evstream:{{8}}:ch:{bad}", "not a stream")
+    with pytest.raises(RuntimeError, match="exists and is not a stream"):
+        pub(reader, bad, "x")
+    both = Consumer(subscribe(reader, [good, bad], after=0))
+    lost = pub(silent, good, "lost")
+    announced = pub(reader, good, "announced")
+    assert both.wait_id(announced)[-2:] == [lost, announced]
+    assert reader.info()["connected"]
+    both.close()
+    errors = [r.getMessage() for r in caplog.records if "cannot be used" in r.getMessage()]
+    assert errors and all("holds a string, not a stream" in e for e in errors)
+
+
 def test_expired_keys_never_make_ids_go_back(
     cluster: RedisClusterServers, make_broker: t.Callable[..., RedisClusterBroker]
 ) -> None:

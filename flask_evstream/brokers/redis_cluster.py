@@ -95,6 +95,7 @@ from .redis import (
     RedisBroker,
     RedisUnavailable,
     _previous,
+    _wrong_type,
 )
 
 __all__ = ["RedisClusterBroker", "group_of", "parse_cluster_url"]
@@ -306,7 +307,7 @@ class RedisClusterBroker(RedisBroker):
     def _start_late(self, group: str, names: list[str]) -> None:
         try:
             counter = self._get_counter(self._redis, group)
-        except self._unreachable as e:
+        except (*self._unreachable, redis.ResponseError) as e:
             counter = max(self._received.get(group, 0), self._highs.get(group, 0))
             logger.warning(
                 "Redis is unreachable (%s); channels %r start after id %d", e, names, counter
@@ -330,7 +331,7 @@ class RedisClusterBroker(RedisBroker):
                     if not names:
                         del self._groups[group]
                         self._subscribed.discard(group)
-                        for state in (self._received, self._due, self._stale):
+                        for state in (self._received, self._due, self._stale, self._retry_at):
                             state.pop(group, None)
                         gone.append(group)
         if gone:
@@ -456,7 +457,7 @@ class RedisClusterBroker(RedisBroker):
         names, done = waiting
         try:
             counter = self._get_counter(self._redis, group)
-        except self._unreachable:
+        except (*self._unreachable, redis.ResponseError):
             with self._lock:
                 self._waiting[group] = waiting  # channels_added starts them late
             done.set()
@@ -522,8 +523,9 @@ class RedisClusterBroker(RedisBroker):
         for group, upto in todo:
             try:
                 self._catch_up(group, upto)
-            except self._unreachable as e:
-                # Its node is away: try again later, less and less often.
+            except (*self._unreachable, redis.ResponseError) as e:
+                # Its node is away (or its counter is a foreign key): try
+                # again later, less and less often.
                 tries = self._retry_at.get(group, (0.0, 0))[1] + 1
                 delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** min(tries, 10))
                 self._retry_at[group] = (time.monotonic() + delay, tries)
@@ -543,10 +545,15 @@ class RedisClusterBroker(RedisBroker):
             with self._redis.pipeline(transaction=False) as pipe:
                 for channel, position in start.items():
                     pipe.xrange(self._stream_key(channel), f"{position + 1}-0", f"{upto}-0")
-                replies = pipe.execute()
+                replies = pipe.execute(raise_on_error=False)
         entries: list[tuple[int, str, dict[str, str]]] = []
         cut = []
         for (channel, position), messages in zip(start.items(), replies):
+            if isinstance(messages, BaseException):
+                if isinstance(messages, self._unreachable) or not _wrong_type(messages):
+                    raise messages
+                self._mark_bad(channel, self._type(self._stream_key(channel)))
+                continue  # a foreign key: that channel alone gets nothing
             if messages and _previous(messages[0][1]) > position:
                 cut.append((channel, int(messages[-1][0].partition("-")[0])))
                 continue
