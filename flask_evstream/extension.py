@@ -94,7 +94,8 @@ class Settings:
         before it sends the headers.
     :param max_buffer: bytes a stream may have pending before its generator
         waits for the client; also the most one write of a replay holds.
-    :param broker_url: the broker's URL (``memory://``, ``redis://...``).
+    :param broker_url: the broker's URL (``memory://``, ``redis://...``,
+        ``redis+cluster://...``).
     :param history: events kept per channel for replay, and the most one
         replay sends.
     :param queue_size: live events a subscriber may have waiting before it
@@ -313,9 +314,10 @@ class EvStream:
           (``abort(403)``) becomes the response. Default 0.1.
         - ``EVSTREAM_MAX_BUFFER``: bytes a stream may have pending for a
           slow client before its generator is paused. Default 65536.
-        - ``EVSTREAM_BROKER_URL``: ``memory://`` (one process) or
-          ``redis://host:port/db`` (Redis Streams, many workers and hosts).
-          Default ``memory://``.
+        - ``EVSTREAM_BROKER_URL``: ``memory://`` (one process),
+          ``redis://host:port/db`` (Redis Streams, many workers and hosts)
+          or ``redis+cluster://host:port/`` (a Redis Cluster). Default
+          ``memory://``.
         - ``EVSTREAM_HISTORY``: events kept per channel for replay after
           ``Last-Event-ID``. Default 1000.
         - ``EVSTREAM_QUEUE_SIZE``: live events a subscriber may have waiting;
