@@ -98,6 +98,7 @@ def sse_route(
     ids: bool = False,
     heartbeat: float | None = FROM_CONFIG,
     headers: t.Mapping[str, str] | t.Iterable[tuple[str, str]] | None = None,
+    resumable: bool = False,
 ) -> t.Callable[[F], F]: ...
 
 
@@ -109,6 +110,7 @@ def sse_route(
     ids: bool = False,
     heartbeat: float | None = FROM_CONFIG,
     headers: t.Mapping[str, str] | t.Iterable[tuple[str, str]] | None = None,
+    resumable: bool = False,
 ) -> t.Any:
     """Turn a view that returns a generator (or any iterable) into a
     ``text/event-stream`` response. Stack it under ``@app.route``::
@@ -143,6 +145,11 @@ def sse_route(
         written; ``None`` or ``0`` for none; default ``EVSTREAM_HEARTBEAT``.
     :param headers: extra response headers (not hop-by-hop, not
         ``Content-Type`` or ``Content-Length``).
+    :param resumable: run the generator detached from the connection, its
+        events in a log in the app's broker that any worker can resume from
+        (see :doc:`/resumable`); needs the :class:`~flask_evstream.EvStream`
+        extension. Ids are ``<stream id>.<position>`` (``ids`` is implied);
+        the response's ``Content-Location`` is the resume URL.
     :raises TypeError, ValueError: an argument is not allowed (at decoration
         time, not per request).
 
@@ -151,6 +158,8 @@ def sse_route(
     checked_retry = check_retry("sse_route retry", retry)
     if not isinstance(ids, bool):
         raise TypeError(f"sse_route ids must be a bool, got {ids!r}")
+    if not isinstance(resumable, bool):
+        raise TypeError(f"sse_route resumable must be a bool, got {resumable!r}")
     checked_heartbeat = (
         heartbeat if heartbeat is FROM_CONFIG else check_heartbeat("sse_route heartbeat", heartbeat)
     )
@@ -167,6 +176,8 @@ def sse_route(
 
         @functools.wraps(view)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            if resumable:
+                return resumable_route(args, kwargs)
             rv = view(*args, **kwargs)
             if not _is_stream(rv):
                 return rv
@@ -177,6 +188,23 @@ def sse_route(
                 heartbeat=checked_heartbeat,
                 headers=checked_headers,
             )
+
+        def resumable_route(args: t.Any, kwargs: t.Any) -> t.Any:
+            from . import resumable as rs
+
+            options = {
+                "retry": checked_retry,
+                "heartbeat": checked_heartbeat,
+                "headers": checked_headers,
+            }
+            resumed = rs.resume_if_asked(**options)
+            if resumed is not None:
+                return resumed
+            sid = rs.begin()
+            rv = view(*args, **kwargs)
+            if not _is_stream(rv):
+                return rv
+            return rs.start(rv, sid, **options)
 
         return t.cast(F, wrapper)
 

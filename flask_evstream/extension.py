@@ -35,6 +35,11 @@ DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_REDIS_MAX_CONNECTIONS": 4,
     "EVSTREAM_REDIS_TIMEOUT": 10.0,
     "EVSTREAM_CHANNEL_TTL": 86400.0,
+    "EVSTREAM_RESUME_TTL": 600.0,
+    "EVSTREAM_RESUME_MAX_AGE": 3600.0,
+    "EVSTREAM_RESUME_MAX_EVENTS": 10_000,
+    "EVSTREAM_RESUME_MAX_BYTES": 16 * 1024 * 1024,
+    "EVSTREAM_URL_PREFIX": "/evstream",
 }
 
 
@@ -109,6 +114,15 @@ class Settings:
         wait for a pooled connection may take.
     :param channel_ttl: seconds a channel's history is kept after its last
         publish (``None``: forever).
+    :param resume_ttl: seconds a resumable stream's log is kept after its
+        last event (its ending).
+    :param resume_max_age: seconds a resumable stream's generator may run
+        in all; then it is stopped and the stream ends ``expired``.
+    :param resume_max_events: events one resumable stream may log (its
+        entries of its own included); past it the stream ends ``failed``.
+    :param resume_max_bytes: bytes of data one resumable stream may log.
+    :param url_prefix: where the extension's own routes are: the resume
+        URLs ``<prefix>/streams/<id>`` and ``<prefix>/evstream.js``.
     """
 
     heartbeat: float | None = 15.0
@@ -123,6 +137,11 @@ class Settings:
     redis_max_connections: int = 4
     redis_timeout: float = 10.0
     channel_ttl: float | None = 86400.0
+    resume_ttl: float = 600.0
+    resume_max_age: float = 3600.0
+    resume_max_events: int = 10_000
+    resume_max_bytes: int = 16 * 1024 * 1024
+    url_prefix: str = "/evstream"
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -169,6 +188,27 @@ class Settings:
                 f"EVSTREAM_CHANNEL_TTL must be a number of seconds from 0 to {MAX_TTL:g}"
                 f" (0 or None: keep forever), got {ttl!r}"
             )
+
+        def positive_seconds(key: str) -> float:
+            value = _number(key, get(key), allow_none=False)
+            if not value:
+                raise ValueError(
+                    f"{key} must be a number of seconds above 0 and at most {MAX_SECONDS:g},"
+                    f" got {get(key)!r}"
+                )
+            return value
+
+        url_prefix = get("EVSTREAM_URL_PREFIX")
+        if (
+            not isinstance(url_prefix, str)
+            or not url_prefix.startswith("/")
+            or url_prefix.endswith("/")
+            or not all(c.isalnum() or c in "/-_." for c in url_prefix)
+        ):
+            raise ValueError(
+                "EVSTREAM_URL_PREFIX must be a path like /evstream (a leading /, no"
+                f" trailing /, letters, digits and /-_.), got {url_prefix!r}"
+            )
         prefix = get("EVSTREAM_REDIS_PREFIX")
         if (
             not isinstance(prefix, str)
@@ -193,6 +233,11 @@ class Settings:
             redis_max_connections=integer("EVSTREAM_REDIS_MAX_CONNECTIONS", 1, "connections"),
             redis_timeout=redis_timeout,
             channel_ttl=float(ttl) if ttl else None,
+            resume_ttl=positive_seconds("EVSTREAM_RESUME_TTL"),
+            resume_max_age=positive_seconds("EVSTREAM_RESUME_MAX_AGE"),
+            resume_max_events=integer("EVSTREAM_RESUME_MAX_EVENTS", 10, "events"),
+            resume_max_bytes=integer("EVSTREAM_RESUME_MAX_BYTES", 1024, "bytes"),
+            url_prefix=url_prefix,
         )
 
     def make_broker(self) -> Broker:
@@ -219,6 +264,28 @@ class _State:
     settings: Settings
     #: Where the app publishes and subscribes.
     broker: Broker
+    #: Where resumable streams keep their logs (made at first use).
+    log_broker: Broker | None = None
+
+    def logs(self) -> Broker:
+        """The broker of resumable streams' logs: the app's broker URL with
+        the key prefix ``<prefix>:rs``, the resume TTL and event cap."""
+        if self.log_broker is None:
+            from .brokers import broker_from_url
+            from .brokers.redis import RedisBroker
+
+            s = self.settings
+            # A broker instance of a kind other than Redis: logs in this process.
+            url = self.broker.url if isinstance(self.broker, RedisBroker) else "memory://"
+            self.log_broker = broker_from_url(
+                url,
+                history=s.resume_max_events,
+                prefix=f"{s.redis_prefix}:rs",
+                max_connections=s.redis_max_connections,
+                timeout=s.redis_timeout,
+                channel_ttl=s.resume_ttl,
+            )
+        return self.log_broker
 
 
 def subscribers(app: Flask | None = None) -> int:
@@ -352,8 +419,18 @@ class EvStream:
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
         broker = self._broker if self._broker is not None else settings.make_broker()
-        app.extensions["evstream"] = _State(self, settings, broker)
+        state = _State(self, settings, broker)
+        state.logs()
+        app.extensions["evstream"] = state
         self._apps.add(app)
+        from .resumable import stream_view
+
+        app.add_url_rule(
+            f"{settings.url_prefix}/streams/<sid>",
+            "evstream_stream",
+            stream_view,
+            methods=["GET", "DELETE"],
+        )
 
     def _state(self) -> _State:
         if has_app_context():
@@ -380,6 +457,21 @@ class EvStream:
     def broker(self) -> Broker:
         """The broker of the current app (or of the only app)."""
         return self._state().broker
+
+    def cancel(self, stream_id: str) -> bool:
+        """Stop the generator of resumable stream ``stream_id``, wherever it
+        runs (another worker or host sharing the broker): its ``finally``
+        runs and its readers get the ``cancelled`` ending.
+
+        :return: whether the stream is known (its log exists).
+        :raises BrokerUnavailable: the broker cannot be reached.
+
+        .. versionadded:: 0.2
+        """
+        from .resumable import cancel, check_stream_id
+
+        sid = check_stream_id(stream_id)
+        return sid is not None and cancel(self._state().logs(), sid)
 
     def authorize(self, func: t.Callable[[str], bool]) -> t.Callable[[str], bool]:
         """Register the function that decides whether the current request

@@ -106,6 +106,14 @@ class Broker(abc.ABC):
         :raises BrokerUnavailable: the broker cannot be reached.
         """
 
+    def exists(self, channel: str) -> bool:
+        """Whether ``channel`` has a history kept (an event published within
+        its TTL, still in the history).
+
+        :raises BrokerUnavailable: the broker cannot be reached.
+        """
+        return bool(self.history([channel], 0)[0])
+
     def check_channels(self, channels: t.Sequence[str]) -> None:
         """Refuse channels this broker cannot serve in one subscription
         (every broker but the Redis Cluster one takes any valid names).

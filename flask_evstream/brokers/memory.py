@@ -57,6 +57,15 @@ class MemoryBroker(Broker):
             self.hub.deliver(channel, id, message)
             return id
 
+    def exists(self, channel: str) -> bool:
+        with self._lock:
+            if not self._events.get(channel):
+                return False
+            if self.channel_ttl is None:
+                return True
+            published = self._published.get(channel, 0.0)
+            return time.monotonic() - published < self.channel_ttl
+
     def _expire(self, channel: str, id: int) -> None:
         """Note the publish; free the channels not published for the TTL (under the lock)."""
         assert self.channel_ttl is not None

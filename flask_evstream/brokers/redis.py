@@ -459,6 +459,12 @@ class RedisBroker(Broker):
             gap += from_start
         return self.merge(per_channel, gap)
 
+    def exists(self, channel: str) -> bool:
+        try:
+            return bool(self._redis.exists(self._stream_key(channel)))
+        except self._unreachable as e:
+            raise RedisUnavailable(f"cannot read history: Redis is unreachable ({e})") from e
+
     def _expired_below(self, group: str) -> int:
         """An id at or above every event of every channel of ``group`` that
         may have expired: the counter just before the first publish the
