@@ -1,0 +1,80 @@
+"""Resumable routes for the server tests. EVSTREAM_BROKER_URL comes from the
+environment; TEST_REDIS_URL (the same Redis) counts what the generators do,
+so a test can see it whatever worker or server ran them."""
+
+from __future__ import annotations
+
+import os
+import time
+import typing as t
+
+import redis
+from flask import Flask, jsonify, request
+
+from flask_evstream import EvStream, live_streams, sse_route
+from flask_evstream.resumable import producers, stream_id
+
+app = Flask(__name__)
+app.config.update(
+    EVSTREAM_BROKER_URL=os.environ["EVSTREAM_BROKER_URL"],
+    EVSTREAM_HEARTBEAT=float(os.environ.get("TEST_HEARTBEAT", "1")),
+    EVSTREAM_RESUME_TTL=float(os.environ.get("TEST_RESUME_TTL", "600")),
+)
+sse = EvStream(app)
+counts = redis.Redis.from_url(os.environ["TEST_REDIS_URL"], decode_responses=True)
+
+
+@sse.authorize
+def may(name: str) -> bool:
+    return request.headers.get("X-User") != "mallory"
+
+
+@app.get("/stats")
+def stats() -> t.Any:
+    return jsonify(pid=os.getpid(), live=live_streams(), producers=producers())
+
+
+@app.post("/chat")
+@sse_route(resumable=True, retry=100)
+def chat() -> t.Iterator[str]:
+    body = request.get_json()
+    sid = stream_id()
+    counts.incr("test:posts")
+    try:
+        for i in range(int(body["n"])):
+            counts.incr(f"test:tokens:{sid}")
+            yield f"{body['prompt']} {i}"
+            time.sleep(float(body.get("delay", 0.02)))
+    finally:
+        counts.rpush("test:finally", f"{sid} {os.getpid()}")
+
+
+@app.get("/feed")
+@sse_route(resumable=True)
+def feed() -> t.Iterator[str]:
+    for i in range(int(request.args.get("n", "20"))):
+        yield f"item {i}"
+        time.sleep(0.02)
+
+
+@app.post("/v1/chat/completions")
+@sse_route(resumable=True)
+def openai_chat() -> t.Iterator[t.Any]:
+    """The OpenAI format, resumable: the client must not see a difference."""
+    body = request.get_json()
+    text = body["messages"][-1]["content"]
+    for i, word in enumerate(text.split(" ")):
+        yield {
+            "id": "chatcmpl-test",
+            "object": "chat.completion.chunk",
+            "created": 1700000000,
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "delta": {"content": word if i == 0 else " " + word},
+                    "finish_reason": None,
+                }
+            ],
+        }
+    yield "[DONE]"
