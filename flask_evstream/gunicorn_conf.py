@@ -94,6 +94,10 @@ def on_starting(server: t.Any) -> None:
 SHUTDOWN_POLL = 0.2
 
 
+# When the shutdown watcher saw the worker stop (monotonic), if it did.
+_stopping_since: float | None = None
+
+
 def post_worker_init(worker: t.Any) -> None:
     """Warn about a setup that loses events, and end open streams once the
     worker is stopping.
@@ -121,6 +125,8 @@ def post_worker_init(worker: t.Any) -> None:
     def watch() -> None:
         while worker.alive:
             time.sleep(SHUTDOWN_POLL)
+        global _stopping_since
+        _stopping_since = time.monotonic()
         while True:
             end_streams()
             time.sleep(SHUTDOWN_POLL)
@@ -150,8 +156,23 @@ def _warn_about_setup(worker: t.Any) -> None:
 
 
 def worker_exit(server: t.Any, worker: t.Any) -> None:
-    """Close the brokers of the worker (Redis connections and readers)."""
+    """Let the worker's resumable streams' producers run to their end
+    within ``graceful_timeout`` (their readers reconnected elsewhere and
+    read the same log), close those still running (their streams end
+    ``lost``), then close the brokers (Redis connections and readers)."""
     from .brokers.base import all_brokers
+    from .resumable import close_producers, producers
+
+    if producers():
+        since = _stopping_since if _stopping_since is not None else time.monotonic()
+        left = max(0.0, graceful_timeout - 1.0 - (time.monotonic() - since))
+        closed = close_producers(left)
+        if closed:
+            worker.log.warning(
+                "flask-evstream: %d resumable stream(s) still running at the end of"
+                " graceful_timeout were closed; they end lost",
+                closed,
+            )
 
     for broker in all_brokers():
         try:

@@ -219,3 +219,32 @@ def test_the_openai_client_reads_a_resumable_route(two: tuple[Server, Server]) -
         stream=True,
     )
     assert "".join(c.choices[0].delta.content or "" for c in stream) == "hello resumable world"
+
+
+def test_sigterm_lets_producers_finish_within_graceful_timeout(
+    start_server: t.Callable[..., Server], redis_server: RedisServer
+) -> None:
+    """The worker ends its readers at once; an answer that finishes within
+    graceful_timeout finishes (read on the other server, complete), one that
+    does not is closed at the end of it (its finally runs) and ends lost."""
+    redis_server.admin.flushall()
+    env = {"EVSTREAM_BROKER_URL": redis_server.url, "TEST_REDIS_URL": redis_server.url}
+    one = start_server(APP, env={**env, "EVSTREAM_GRACEFUL_TIMEOUT": "4"})
+    other = start_server(APP, env=env)
+    with httpx.Client(timeout=30) as client:
+        locations = []
+        for n, delay in ((60, 0.02), (100000, 0.05)):
+            with connect_sse(
+                client, "POST", f"{one.url}/chat", json={"prompt": "t", "n": n, "delay": delay}
+            ) as source:
+                locations.append(source.response.headers["content-location"])
+                read(source, 1)
+        one.proc.send_signal(signal.SIGTERM)
+        with connect_sse(client, "GET", f"{other.url}{locations[0]}") as source:
+            assert [d for _, _, d in read(source)] == [f"t {i}" for i in range(60)]
+        with connect_sse(client, "GET", f"{other.url}{locations[1]}") as source:
+            assert read(source)[-1][0::2] == ("evstream-end", '{"reason":"lost"}')
+        one.proc.wait(15)
+    finished = [line.split()[0] for line in redis_server.admin.lrange("test:finally", 0, -1)]
+    assert sorted(finished) == sorted(loc.rsplit("/", 1)[1] for loc in locations)
+    assert "closed; they end lost" in one.log()
