@@ -19,7 +19,7 @@ setup(
     long_description_content_type="text/markdown",
     license="BSD-3-Clause",
     packages=find_packages(include=["flask_evstream", "flask_evstream.*"]),
-    package_data={"flask_evstream": ["py.typed"]},
+    package_data={"flask_evstream": ["py.typed", "static/evstream.js"]},
     python_requires=">=3.9",
     install_requires=["flask>=2.3"],
     extras_require={

@@ -423,7 +423,7 @@ class EvStream:
         state.logs()
         app.extensions["evstream"] = state
         self._apps.add(app)
-        from .resumable import stream_view
+        from .resumable import script_view, stream_view
 
         app.add_url_rule(
             f"{settings.url_prefix}/streams/<sid>",
@@ -431,6 +431,7 @@ class EvStream:
             stream_view,
             methods=["GET", "DELETE"],
         )
+        app.add_url_rule(f"{settings.url_prefix}/evstream.js", "evstream_js", script_view)
 
     def _state(self) -> _State:
         if has_app_context():

@@ -503,12 +503,15 @@ def resume_if_asked(**options: t.Any) -> Response | None:
         return None
     state = _state()
     sid, after = parsed
+    logs = state.logs()
     try:
-        if not state.logs().exists(log_channel(sid)):
+        if not logs.exists(log_channel(sid)):
             return None
     except BrokerUnavailable:
         abort(503)
     _authorize(state, sid)
+    if _done_after(logs, sid, after):
+        return current_app.response_class(status=204)
     return reader_response(state, sid, after, **options)
 
 
@@ -564,4 +567,30 @@ def stream_view(sid: str) -> t.Any:
         abort(503)
     parsed = parse_resume_id(last_event_id())
     after = parsed[1] if parsed is not None and parsed[0] == sid else 0
+    if after and _done_after(logs, sid, after):
+        return "", 204  # nothing more, ever: EventSource and evstream.js stop
     return reader_response(state, sid, after)
+
+
+def _done_after(logs: Broker, sid: str, after: int) -> bool:
+    """Whether stream ``sid`` ended ``done`` with nothing to show after ``after``."""
+    try:
+        events, _ = logs.history([log_channel(sid)], after)
+    except BrokerUnavailable:
+        return False
+    kinds = [event.event for _, event in events]
+    return _DONE in kinds and all(k in _HIDDEN or k == _DONE for k in kinds)
+
+
+def script_view() -> t.Any:
+    """``GET <prefix>/evstream.js``: the browser client, versioned with the package."""
+    from importlib.resources import files
+
+    from . import __version__
+
+    source = files("flask_evstream").joinpath("static/evstream.js").read_bytes()
+    response = current_app.response_class(source, mimetype="text/javascript")
+    response.headers["Cache-Control"] = "public, max-age=3600"
+    response.headers["X-Evstream-Version"] = __version__
+    response.set_etag(f"evstream-{__version__}-{len(source)}")
+    return response.make_conditional(request)

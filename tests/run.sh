@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or this one: installs what the
-# tests need (redis-server, nginx, Chromium from Debian; the package and its
+# tests need (redis-server, nginx, Chromium, node from Debian; the package and its
 # test extras into .venv), then runs ruff, mypy --strict, the docs build and pytest.
 # Extra arguments go to pytest, e.g.  bash tests/run.sh -k browser
 set -euo pipefail
@@ -10,6 +10,7 @@ need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+command -v node >/dev/null || need+=(nodejs)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: missing ${need[*]}; run as root or install them" >&2
