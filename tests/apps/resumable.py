@@ -78,3 +78,19 @@ def openai_chat() -> t.Iterator[t.Any]:
             ],
         }
     yield "[DONE]"
+
+
+PAGE = """<!doctype html>
+<meta charset="utf-8">
+<title>evstream.js</title>
+<script type="module">
+import { stream, resume, VERSION } from "/evstream/evstream.js";
+window.evs = { stream, resume, VERSION };
+window.ready = true;
+</script>
+"""
+
+
+@app.get("/page")
+def page() -> t.Any:
+    return PAGE
