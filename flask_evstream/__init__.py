@@ -8,10 +8,12 @@ from .event import Event
 from .extension import EvStream, subscribers
 from .helpers import last_event_id, parse_event_id
 from .response import end_streams, live_streams
+from .resumable import END_EVENT, producers, stream_id
 
 __version__ = "0.2.0.dev0"
 
 __all__ = [
+    "END_EVENT",
     "GAP_EVENT",
     "BrokerUnavailable",
     "EvStream",
@@ -21,6 +23,8 @@ __all__ = [
     "last_event_id",
     "live_streams",
     "parse_event_id",
+    "producers",
     "sse_route",
+    "stream_id",
     "subscribers",
 ]
