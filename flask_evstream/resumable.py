@@ -29,6 +29,7 @@ item).
 
 from __future__ import annotations
 
+import collections
 import contextvars
 import json
 import logging
@@ -44,7 +45,7 @@ from werkzeug.exceptions import HTTPException
 
 from .brokers.base import Broker, BrokerUnavailable
 from .channels import GAP_EVENT, Subscription
-from .concurrency import new_event, spawn, uses_gevent
+from .concurrency import Flag, new_event, spawn, uses_gevent
 from .event import Event, _data_text
 from .extension import FROM_CONFIG
 from .helpers import last_event_id, parse_event_id
@@ -73,6 +74,10 @@ LEASE_SECONDS = 2.0
 #: Seconds of silence after which a reader takes the producer for dead
 #: (its process died) and ends the stream ``lost``.
 LOST_AFTER = 4 * LEASE_SECONDS
+
+#: Events pending for the log before the generator waits for the writer;
+#: also the most one write sends.
+OUTBOX_LIMIT = 500
 
 _START, _LEASE, _DONE, _CANCEL = (
     "evstream-start",
@@ -191,6 +196,12 @@ class Producer:
         self._finished = new_event()
         self._watching = new_event()
         self._last_write = time.monotonic()
+        self._outbox: collections.deque[tuple[str, str | None]] = collections.deque()
+        self._ready = Flag()  # the writer waits: events pending, or the end
+        self._space = Flag()  # the generator waits: the writer took some
+        self._closing = False  # the generator is done: the writer ends
+        self._write_failed = False
+        self._flushed = new_event()
         self._worker: t.Any = None
         #: The exception the generator raised before its first event, if any.
         self.early_error: BaseException | None = None
@@ -204,6 +215,7 @@ class Producer:
         _producers.add(self)
         spawn(contextvars.Context().run, self._watch, name=f"evstream-watch-{self.sid[:6]}")
         self._watching.wait(5)
+        spawn(self._flush, name=f"evstream-log-{self.sid[:6]}")
         self._worker = spawn(
             contextvars.Context().run, self._run, name=f"evstream-rs-{self.sid[:6]}"
         )
@@ -256,9 +268,8 @@ class Producer:
                     )
                     reason = "failed"
                     break
-                self._write(Event(text, event=event.event))
+                self._queue(text, event.event)
                 self.produced = True
-                self._started.set()
         except _Stopped:
             pass
         except Exception as e:
@@ -275,6 +286,11 @@ class Producer:
             try:
                 self._close(iterator)
             finally:
+                self._closing = True
+                self._ready.set()
+                self._flushed.wait(30)
+                if self._write_failed and self._reason is None:
+                    reason = "failed"
                 if self._reason is not None:
                     reason = self._reason
                 try:
@@ -295,6 +311,52 @@ class Producer:
                     self._finished.set()
                     self._started.set()
                     ctx.pop()
+
+    def _queue(self, text: str, kind: str | None) -> None:
+        """Hand an event to the writer; wait while too many are pending (a
+        slow broker holds back the generator, not memory)."""
+        outbox = self._outbox
+        outbox.append((text, kind))
+        self._ready.notify()
+        if len(outbox) >= OUTBOX_LIMIT:
+            self._space.wait(
+                lambda: (
+                    len(outbox) < OUTBOX_LIMIT or self._write_failed or self._reason is not None
+                ),
+                None,
+            )
+        if self._write_failed:
+            raise BrokerUnavailable(f"resumable stream {self.sid}: the log cannot be written")
+
+    def _flush(self) -> None:
+        """The writer: append what the generator produced to the log, all
+        that is pending in one go (one round trip with Redis)."""
+        outbox = self._outbox
+        channel = log_channel(self.sid)
+        try:
+            while True:
+                self._ready.wait(lambda: bool(outbox) or self._closing, None)
+                if not outbox:
+                    if self._closing:
+                        return
+                    continue
+                batch = [outbox.popleft() for _ in range(min(len(outbox), OUTBOX_LIMIT))]
+                try:
+                    self._broker.publish_many(channel, batch)
+                except BrokerUnavailable as e:
+                    self._logger.error(
+                        "Resumable stream %s cannot write its log (%s); it ends failed",
+                        self.sid,
+                        e,
+                    )
+                    self._write_failed = True
+                    outbox.clear()
+                    self.stop("failed")
+                self._last_write = time.monotonic()
+                self._started.set()
+                self._space.notify()
+        finally:
+            self._flushed.set()
 
     def _close(self, iterator: t.Any) -> None:
         for obj in (iterator, self._iterable):

@@ -106,6 +106,16 @@ class Broker(abc.ABC):
         :raises BrokerUnavailable: the broker cannot be reached.
         """
 
+    def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
+        """Store several events of one channel, in order, in one go where
+        the broker can (Redis: one round trip). ``items`` are ``(data,
+        event)`` pairs; returns their ids.
+
+        :raises BrokerUnavailable: the broker cannot be reached (some of the
+            events may be stored).
+        """
+        return [self.publish(channel, data, event=event, id=None) for data, event in items]
+
     def exists(self, channel: str) -> bool:
         """Whether ``channel`` has a history kept (an event published within
         its TTL, still in the history).

@@ -402,6 +402,43 @@ class RedisBroker(Broker):
         self._saw(group, n)
         return n
 
+    def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
+        """Store several events of one channel in one round trip (the publish
+        script, pipelined)."""
+        if len(items) == 1:
+            data, event = items[0]
+            return [self.publish(channel, data, event=event, id=None)]
+        group = self.group(channel)
+        notify = self._notify_channel(group)
+        ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
+        keys = [self.key(group, "id"), self._stream_key(channel), self.key(group, "clock")]
+        head: list[str | int] = [
+            self._maxlen,
+            "",
+            ttl_ms,
+            max(1, round(self.clock_interval * 1000)),
+            self.clock_size,
+            "1" if notify else "0",
+            notify,
+            channel,
+        ]
+        client = self._redis
+        try:
+            with client.pipeline(transaction=False) as pipe:
+                for data, event in items:
+                    args = [*head, "data", data] + ([] if event is None else ["event", event])
+                    self._publish_script(keys=keys, args=args, client=pipe)
+                replies = pipe.execute()
+        except self._unreachable as e:
+            raise RedisUnavailable(
+                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
+                " some of the events may be stored"
+            ) from e
+        ids = [int(value) for _, value in replies]
+        if ids:
+            self._saw(group, ids[-1])
+        return ids
+
     def _saw(self, group: str, n: int) -> None:
         if n > self._highs.get(group, 0):
             self._highs[group] = n
