@@ -253,10 +253,13 @@ class Producer:
             for item in iterator:
                 if self._reason is not None:
                     break
-                event = item if isinstance(item, Event) else Event(item)
-                if event.data is None:
-                    continue  # comments and retry fields are not logged
-                text = _data_text(event.data)
+                if isinstance(item, str):
+                    text, kind = item, None
+                else:
+                    event = item if isinstance(item, Event) else Event(item)
+                    if event.data is None:
+                        continue  # comments and retry fields are not logged
+                    text, kind = _data_text(event.data), event.event
                 count, size = count + 1, size + len(text)
                 if count > self._max_events - 2 or size > self._max_bytes:
                     self._logger.error(
@@ -268,7 +271,7 @@ class Producer:
                     )
                     reason = "failed"
                     break
-                self._queue(text, event.event)
+                self._queue(text, kind)
                 self.produced = True
         except _Stopped:
             pass
@@ -478,7 +481,7 @@ class LogReader(Subscription):
                 parts.append(Event(event.data, event=END_EVENT).encode())
                 self._ended = True
                 break
-            wire = Event(event.data, event=kind, id=f"{self._sid}.{event.id}").encode()
+            wire = self._rename(event)
             parts.append(wire)
             size += len(wire)
         if self._ended:
@@ -486,6 +489,20 @@ class LogReader(Subscription):
         if not parts:
             return self.take(timeout) if pending or self._ended else None
         return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _rename(self, event: Event) -> bytes:
+        """The event's bytes with the id ``<stream id>.<position>``: the
+        broker's event has ``id: <position>`` as a line of its own, after
+        the ``event`` line (whose value holds no line end)."""
+        wire = event.encode()
+        line = b"id: " + str(event.id).encode() + b"\n"
+        named = b"id: " + self._sid.encode() + b"." + line[4:]
+        if wire.startswith(line):
+            return named + wire[len(line) :]
+        at = wire.find(b"\n" + line)
+        if at < 0:  # not from a broker: encode it again
+            return Event(event.data, event=event.event, id=f"{self._sid}.{event.id}").encode()
+        return wire[: at + 1] + named + wire[at + 1 + len(line) :]
 
     def _lost(self) -> None:
         """Nothing for ``lost_after``: the producer died. Record it in the log

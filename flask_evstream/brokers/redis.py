@@ -197,6 +197,72 @@ end
 return {1, n}
 """
 
+# The same for several events of one channel in one call (publish_many):
+# ARGV[1] MAXLEN, ARGV[2] TTL ms, ARGV[3] clock interval ms, ARGV[4] clock
+# MAXLEN, ARGV[5] the counter-expires flag, ARGV[6] the pub/sub channel,
+# ARGV[7] the channel's name, ARGV[8] the number of events, then for each:
+# its number of field/value strings, and those. Returns the ids.
+_PUBLISH_MANY_LUA = """
+if redis.replicate_commands then redis.replicate_commands() end
+local last = redis.call('GET', KEYS[1])
+if not last then
+  last = '0'
+  if ARGV[5] == '1' then
+    local now = redis.call('TIME')
+    last = now[1] .. string.format('%06d', tonumber(now[2]))
+    redis.call('SET', KEYS[1], last)
+  end
+end
+local base = last
+local prev = '0'
+local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
+if top[1] then
+  prev = string.sub(top[1][1], 1, -3)
+end
+local ids = {}
+local i = 9
+for e = 1, tonumber(ARGV[8]) do
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  redis.call('INCR', KEYS[1])
+  local n = redis.call('GET', KEYS[1])
+  local fields = {'prev', prev}
+  for j = i, i + count - 1 do
+    fields[#fields + 1] = ARGV[j]
+  end
+  i = i + count
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
+  if ARGV[6] ~= '' then
+    local message = {ARGV[7], n, last}
+    for k = 1, #fields do
+      message[#message + 1] = fields[k]
+    end
+    redis.call('PUBLISH', ARGV[6], cjson.encode(message))
+  end
+  last = n
+  prev = n
+  ids[#ids + 1] = n
+end
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  redis.call('PEXPIRE', KEYS[2], ttl)
+  if ARGV[5] == '1' then
+    redis.call('PEXPIRE', KEYS[1], ttl * 2)
+  end
+  local now = redis.call('TIME')
+  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
+  local sample = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
+  if not sample[1] or ms - tonumber(string.match(sample[1][1], '^%d+')) >= tonumber(ARGV[3]) then
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'base', base)
+  end
+  redis.call('PEXPIRE', KEYS[3], ttl * 2)
+end
+return ids
+"""
+
+#: The most events one publish_many call sends in one script call.
+PUBLISH_MANY_BATCH = 500
+
 _CONNECTION_ERRORS = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
@@ -312,6 +378,7 @@ class RedisBroker(Broker):
                 if self._client is None:
                     self._client = self._connect(self._max_connections)
                     self._publish_script = self._client.register_script(_PUBLISH_LUA)
+                    self._publish_many_script = self._client.register_script(_PUBLISH_MANY_LUA)
                 client = self._client
         return client
 
@@ -403,8 +470,8 @@ class RedisBroker(Broker):
         return n
 
     def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
-        """Store several events of one channel in one round trip (the publish
-        script, pipelined)."""
+        """Store several events of one channel in one round trip: one script
+        call per :data:`PUBLISH_MANY_BATCH` events, pipelined."""
         if len(items) == 1:
             data, event = items[0]
             return [self.publish(channel, data, event=event, id=None)]
@@ -414,7 +481,6 @@ class RedisBroker(Broker):
         keys = [self.key(group, "id"), self._stream_key(channel), self.key(group, "clock")]
         head: list[str | int] = [
             self._maxlen,
-            "",
             ttl_ms,
             max(1, round(self.clock_interval * 1000)),
             self.clock_size,
@@ -425,16 +491,22 @@ class RedisBroker(Broker):
         client = self._redis
         try:
             with client.pipeline(transaction=False) as pipe:
-                for data, event in items:
-                    args = [*head, "data", data] + ([] if event is None else ["event", event])
-                    self._publish_script(keys=keys, args=args, client=pipe)
+                for start in range(0, len(items), PUBLISH_MANY_BATCH):
+                    batch = items[start : start + PUBLISH_MANY_BATCH]
+                    args: list[str | int] = [*head, len(batch)]
+                    for data, event in batch:
+                        if event is None:
+                            args += [2, "data", data]
+                        else:
+                            args += [4, "data", data, "event", event]
+                    self._publish_many_script(keys=keys, args=args, client=pipe)
                 replies = pipe.execute()
         except self._unreachable as e:
             raise RedisUnavailable(
                 f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
                 " some of the events may be stored"
             ) from e
-        ids = [int(value) for _, value in replies]
+        ids = [int(value) for reply in replies for value in reply]
         if ids:
             self._saw(group, ids[-1])
         return ids
