@@ -638,9 +638,7 @@ def test_channels_nobody_publishes_to_expire(
         def exists(channel: str) -> bool:
             return channel in broker._events  # the ring itself: was it freed?
     else:
-        broker = cleanup(
-            RedisBroker(server.url, history=10, channel_ttl=1.0, clock_interval=0.05)
-        )
+        broker = cleanup(RedisBroker(server.url, history=10, channel_ttl=1.0, clock_interval=0.05))
 
         def exists(channel: str) -> bool:
             return bool(server.admin.exists(f"evstream:ch:{channel}"))
@@ -695,3 +693,19 @@ def test_two_prefixes_share_one_redis_database(server: RedisServer, cleanup: t.A
     assert [e.data for _, e in two.history(["news"], 0)[0]] == ["two"]
     assert len(one.history(["news"], 0)[0]) == 3
     assert sorted(server.admin.keys("app1:*")) == ["app1:ch:news", "app1:id"]  # no TTL: no clock
+
+
+def test_publish_many_is_publish_in_order(make_broker: t.Callable[..., RedisBroker]) -> None:
+    broker = make_broker(history=2000)
+    live = Consumer(subscribe(broker, ["batch"]))
+    first = broker.publish("batch", "before", event=None, id=None)
+    items = [(f"e{i}", None if i % 3 else "kind") for i in range(1200)]  # three script calls
+    ids = broker.publish_many("batch", items)
+    assert ids == list(range(first + 1, first + 1201))
+    events, gap = broker.history(["batch"], first)
+    assert [(n, e.data, e.event) for n, e in events] == [
+        (n, data, kind) for n, (data, kind) in zip(ids, items)
+    ]
+    assert gap == []
+    assert live.wait_id(ids[-1]) == [first, *ids]
+    live.close()

@@ -412,3 +412,16 @@ def test_a_node_restart_under_two_servers(
             assert "Traceback" not in server.log(), server.log()[-3000:]
     finally:
         servers.stop()
+
+
+def test_publish_many_on_a_cluster_is_announced_in_order(
+    cluster: RedisClusterServers, make_broker: t.Callable[..., RedisClusterBroker]
+) -> None:
+    broker = make_broker(history=1000)
+    channel = "rs:{abc}"
+    live = Consumer(subscribe(broker, [channel]))
+    ids = broker.publish_many(channel, [(f"e{i}", None) for i in range(700)])
+    assert ids == list(range(ids[0], ids[0] + 700))
+    assert live.wait_id(ids[-1]) == ids
+    assert [e.data for e in live.events] == [f"e{i}" for i in range(700)]
+    live.close()

@@ -488,19 +488,18 @@ class RedisBroker(Broker):
             notify,
             channel,
         ]
-        client = self._redis
+        calls = []
+        for start in range(0, len(items), PUBLISH_MANY_BATCH):
+            batch = items[start : start + PUBLISH_MANY_BATCH]
+            args: list[str | int] = [*head, len(batch)]
+            for data, event in batch:
+                if event is None:
+                    args += [2, "data", data]
+                else:
+                    args += [4, "data", data, "event", event]
+            calls.append(args)
         try:
-            with client.pipeline(transaction=False) as pipe:
-                for start in range(0, len(items), PUBLISH_MANY_BATCH):
-                    batch = items[start : start + PUBLISH_MANY_BATCH]
-                    args: list[str | int] = [*head, len(batch)]
-                    for data, event in batch:
-                        if event is None:
-                            args += [2, "data", data]
-                        else:
-                            args += [4, "data", data, "event", event]
-                    self._publish_many_script(keys=keys, args=args, client=pipe)
-                replies = pipe.execute()
+            replies = self._run_publish_many(keys, calls)
         except self._unreachable as e:
             raise RedisUnavailable(
                 f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
@@ -510,6 +509,14 @@ class RedisBroker(Broker):
         if ids:
             self._saw(group, ids[-1])
         return ids
+
+    def _run_publish_many(self, keys: list[str], calls: list[list[str | int]]) -> list[t.Any]:
+        """Run the publish_many script once per call, pipelined."""
+        self._redis  # noqa: B018 (made at first use, with the scripts)
+        with self._redis.pipeline(transaction=False) as pipe:
+            for args in calls:
+                self._publish_many_script(keys=keys, args=args, client=pipe)
+            return list(pipe.execute())
 
     def _saw(self, group: str, n: int) -> None:
         if n > self._highs.get(group, 0):

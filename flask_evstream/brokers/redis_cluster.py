@@ -258,6 +258,15 @@ class RedisClusterBroker(RedisBroker):
         _check_braces(channel)
         return super().publish(channel, data, event=event, id=id)
 
+    def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
+        _check_braces(channel)
+        return super().publish_many(channel, items)
+
+    def _run_publish_many(self, keys: list[str], calls: list[list[str | int]]) -> list[t.Any]:
+        # A cluster pipeline cannot run scripts: one call after the other.
+        self._redis  # noqa: B018 (made at first use, with the scripts)
+        return [self._publish_many_script(keys=keys, args=args) for args in calls]
+
     # -- local channels ---------------------------------------------------
 
     def channels_added(self, channels: list[str]) -> None:
