@@ -464,6 +464,9 @@ class LogReader(Subscription):
                 if not self._fill(wait):
                     return b""
                 if not pending:
+                    if time.monotonic() < self._heard + self._lost_after:
+                        # Woken for events the replay had sent: not silence.
+                        return self.take(timeout)
                     self._lost()
         self._heard = time.monotonic()
         parts = []
@@ -563,7 +566,9 @@ def reader_response(
         state.logs(),
         sid,
         after=after,
-        queue_size=settings.queue_size,
+        # Never cut off: a reader is at most the whole log behind, and the
+        # log's events are shared, not copied, by its readers.
+        queue_size=settings.resume_max_events,
         max_buffer=settings.max_buffer,
     )
     all_headers = dict(headers or {})

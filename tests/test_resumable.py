@@ -187,3 +187,38 @@ def test_bad_settings_and_arguments_are_clear() -> None:
 
     with pytest.raises(RuntimeError, match="needs the EvStream extension"):
         app.test_client().get("/x")
+
+
+def test_a_wake_up_for_an_event_already_replayed_is_not_silence() -> None:
+    """Right after its replay a reader may be woken for events it already
+    sent (they come live too, and are dropped): that is no sign of a dead
+    producer. Lockstep: a duplicate wakes the reader, then a new event
+    comes; the reader sends the new event, not the lost ending."""
+    import threading
+
+    from flask_evstream.brokers.memory import MemoryBroker
+    from flask_evstream.resumable import LogReader, log_channel
+
+    broker = MemoryBroker(history=100)
+    sid = "s" * 24
+    channel = log_channel(sid)
+    first = broker.publish(channel, "one", event=None, id=None)
+    reader = LogReader(broker, sid, after=0, queue_size=100, max_buffer=65536, lost_after=5.0)
+    reader.wait_started(0)
+    assert reader.take(0) == f"id: {sid}.{first}\ndata: one\n\n".encode()
+    duplicate = broker._events[channel][0][1]
+    sent = threading.Event()
+
+    def later() -> None:
+        broker.hub.deliver(channel, first, duplicate)  # wakes the reader, nothing new
+        time.sleep(0.2)
+        broker.publish(channel, "two", event=None, id=None)
+        sent.set()
+
+    threading.Thread(target=later).start()
+    chunk = reader.take(30)
+    while chunk is None:
+        chunk = reader.take(30)
+    assert chunk == f"id: {sid}.{first + 1}\ndata: two\n\n".encode()
+    assert sent.wait(5)
+    reader.close()

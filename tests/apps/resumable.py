@@ -94,3 +94,11 @@ window.ready = true;
 @app.get("/page")
 def page() -> t.Any:
     return PAGE
+
+
+@app.get("/fast")
+@sse_route(resumable=True)
+def fast() -> t.Iterator[str]:
+    """As fast as the generator goes: the log is written in batches."""
+    for i in range(int(request.args.get("n", "1000"))):
+        yield f"f{i}"
