@@ -1,0 +1,74 @@
+"""The resumable soak: 2 gunicorn servers x 2 gevent workers on one Redis,
+200 concurrent answers whose readers drop and resume at random on either
+server for 60 s (tests/scripts/resumable_soak.py, loopback only, bounded in
+time): every reader ends with exactly the produced events, each POST ran
+once, every generator's finally ran, and once the resume TTL has passed no
+log is left in Redis and no producer runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import typing as t
+
+import httpx
+import pytest
+
+from .conftest import ROOT, Server
+from .redis_server import RedisServer
+
+pytestmark = [pytest.mark.server, pytest.mark.slow]
+
+SECONDS = float(os.environ.get("SOAK_SECONDS", "60"))
+LANES = 200
+TTL = 30
+
+
+@pytest.fixture
+def redis_server(tmp_path: t.Any) -> t.Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    yield server
+    server.stop()
+
+
+def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: RedisServer) -> None:
+    env = {
+        "EVSTREAM_BROKER_URL": redis_server.url,
+        "TEST_REDIS_URL": redis_server.url,
+        "TEST_RESUME_TTL": str(TTL),
+        "TEST_HEARTBEAT": "1",
+    }
+    servers = [start_server("tests.apps.resumable:app", env=env, workers=2) for _ in range(2)]
+    began = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/scripts/resumable_soak.py"), str(SECONDS), str(LANES)]
+        + [s.url for s in servers],
+        capture_output=True,
+        text=True,
+        timeout=SECONDS + 180,
+        check=True,
+    )
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    assert stats["errors"] == [] and stats["bad"] == [], stats
+    assert stats["answers"] >= LANES and stats["drops"] > stats["answers"], stats
+    assert int(redis_server.admin.get("test:posts") or 0) == stats["answers"]
+    deadline = time.monotonic() + 30
+    while redis_server.admin.llen("test:finally") < stats["answers"]:
+        assert time.monotonic() < deadline, redis_server.admin.llen("test:finally")
+        time.sleep(0.1)
+    # Nothing left once the TTL has passed: logs, producers, readers.
+    deadline = time.monotonic() + TTL + 30
+    while redis_server.admin.keys("evstream:rs:ch:*"):
+        assert time.monotonic() < deadline, len(redis_server.admin.keys("evstream:rs:ch:*"))
+        time.sleep(0.2)
+    for server in servers:
+        for _ in range(8):  # /stats lands on either worker
+            stats_now = httpx.get(f"{server.url}/stats", timeout=10).json()
+            assert stats_now["producers"] == 0 and stats_now["live"] <= 1, stats_now
+        assert "Traceback" not in server.log(), server.log()[-3000:]
+    report = {**stats, "seconds": SECONDS, "lanes": LANES, "elapsed": time.monotonic() - began}
+    (ROOT / "bench" / "results").mkdir(exist_ok=True)
+    (ROOT / "bench" / "results" / "resumable_soak.json").write_text(json.dumps(report, indent=2))
