@@ -79,10 +79,12 @@ def _random_text(rng: random.Random) -> str:
     return "".join(rng.choice(alphabet) for _ in range(rng.randrange(0, 12)))
 
 
-def test_random_events_encoded_by_us_cut_anywhere_read_back_equal() -> None:
-    rng = random.Random(20261202)
+def random_cases(count: int, seed: int = 20261202) -> tuple[list[list[bytes]], list[t.Any]]:
+    """Random events encoded by ``Event.encode()``, cut at random byte
+    offsets, and what the spec reads back: ``[type, data, lastEventId]``."""
+    rng = random.Random(seed)
     cases, expected = [], []
-    for _ in range(300):
+    for _ in range(count):
         events, want, last_id = [], [], ""
         for _ in range(rng.randrange(1, 6)):
             data = _random_text(rng)
@@ -96,9 +98,13 @@ def test_random_events_encoded_by_us_cut_anywhere_read_back_equal() -> None:
             want.append([kind or "message", text, last_id])
         wire = b"".join(e.encode() for e in events)
         cuts = sorted(rng.sample(range(1, len(wire)), min(len(wire) - 1, rng.randrange(0, 8))))
-        chunks = [wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])]
-        cases.append(chunks)
+        cases.append([wire[a:b] for a, b in zip([0, *cuts], [*cuts, len(wire)])])
         expected.append(want)
+    return cases, expected
+
+
+def test_random_events_encoded_by_us_cut_anywhere_read_back_equal() -> None:
+    cases, expected = random_cases(300)
     results = run_node(cases)
     for i, (result, want) in enumerate(zip(results, expected)):
         assert result["events"] == want, (i, cases[i])

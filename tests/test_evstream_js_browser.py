@@ -166,3 +166,37 @@ def test_evstream_js_is_served_with_its_version(browser: t.Any, proxy: CuttingPr
     assert response.status == 200
     assert response.headers["content-type"].startswith("text/javascript")
     assert response.headers["x-evstream-version"] == __version__
+
+
+def test_the_parser_in_chromium_reads_the_same_vectors(browser: t.Any, proxy: CuttingProxy) -> None:
+    """The parser as Chromium runs it (its TextDecoder), on the WHATWG
+    probes and on random events encoded by us and cut anywhere: the same
+    answers as in node."""
+    import base64
+
+    from .test_event_parsers import PROBES
+    from .test_evstream_js import random_cases
+
+    page = open_page(browser, proxy)
+    page.evaluate(
+        """async () => {
+      const { Parser } = await import("/evstream/evstream.js");
+      window.parse = (cases) => cases.map((chunks) => {
+        const events = [];
+        const parser = new Parser((e) => events.push([e.type, e.data, e.lastEventId]));
+        for (const c of chunks) parser.feed(Uint8Array.from(atob(c), (ch) => ch.charCodeAt(0)));
+        parser.end();
+        return events;
+      });
+    }"""
+    )
+
+    def run(cases: list[list[bytes]]) -> t.Any:
+        encoded = [[base64.b64encode(c).decode() for c in chunks] for chunks in cases]
+        return page.evaluate("(cases) => window.parse(cases)", encoded)
+
+    names = list(PROBES)
+    for name, events in zip(names, run([PROBES[n][0] for n in names])):
+        assert [(e[0], e[1]) for e in events] == PROBES[name][1], name
+    cases, expected = random_cases(100)
+    assert run(cases) == expected
