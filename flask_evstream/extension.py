@@ -272,11 +272,11 @@ class _State:
         the key prefix ``<prefix>:rs``, the resume TTL and event cap."""
         if self.log_broker is None:
             from .brokers import broker_from_url
-            from .brokers.redis import RedisBroker
 
             s = self.settings
-            # A broker instance of a kind other than Redis: logs in this process.
-            url = self.broker.url if isinstance(self.broker, RedisBroker) else "memory://"
+            # The Redis brokers have a URL; any other kind: logs in this process.
+            # (Not imported here: an install without the redis extra has none.)
+            url = getattr(self.broker, "url", None) or "memory://"
             self.log_broker = broker_from_url(
                 url,
                 history=s.resume_max_events,

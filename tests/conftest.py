@@ -104,7 +104,11 @@ class Server:
         self.proc = subprocess.Popen(
             cmd, cwd=cwd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # no process or log file left behind
+            raise
 
     def _wait_ready(self) -> None:
         deadline = time.monotonic() + 30

@@ -20,6 +20,7 @@ from flask_evstream.testing import iter_events, read_events
 
 def test_public_api() -> None:
     assert flask_evstream.__all__ == [
+        "END_EVENT",
         "GAP_EVENT",
         "BrokerUnavailable",
         "EvStream",
@@ -29,7 +30,9 @@ def test_public_api() -> None:
         "last_event_id",
         "live_streams",
         "parse_event_id",
+        "producers",
         "sse_route",
+        "stream_id",
         "subscribers",
     ]
     public = {
