@@ -346,7 +346,7 @@ class Producer:
                 batch = [outbox.popleft() for _ in range(min(len(outbox), OUTBOX_LIMIT))]
                 try:
                     self._broker.publish_many(channel, batch)
-                except BrokerUnavailable as e:
+                except Exception as e:  # unreachable, or a foreign key: the log is lost
                     self._logger.error(
                         "Resumable stream %s cannot write its log (%s); it ends failed",
                         self.sid,

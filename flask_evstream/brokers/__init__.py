@@ -48,21 +48,15 @@ def broker_from_url(
         from .memory import MemoryBroker
 
         return MemoryBroker(history=history, channel_ttl=channel_ttl)
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme in ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster"):
         from .redis import RedisBroker
 
-        return RedisBroker(
-            url,
-            history=history,
-            prefix=prefix,
-            max_connections=max_connections,
-            socket_timeout=timeout,
-            channel_ttl=channel_ttl,
-        )
-    if scheme in ("redis+cluster", "rediss+cluster"):
-        from .redis_cluster import RedisClusterBroker
+        cls = RedisBroker
+        if scheme.endswith("+cluster"):
+            from .redis_cluster import RedisClusterBroker
 
-        return RedisClusterBroker(
+            cls = RedisClusterBroker
+        return cls(
             url,
             history=history,
             prefix=prefix,

@@ -131,54 +131,67 @@ BACKOFF_FIRST = 0.05
 BACKOFF_MAX = 2.0
 
 # KEYS[1] the counter, KEYS[2] the stream, KEYS[3] the clock.
-# ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next), ARGV[3] the
-# channel TTL in ms ("0": keep forever), ARGV[4] the clock's sampling
-# interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6] "1" when the counter
-# expires with its channels (a missing counter then starts from the server's
-# clock in microseconds, above every id it gave before), ARGV[7] the pub/sub
-# channel to announce the event on ("": none) as the JSON array [channel, id,
-# the counter before, field, value, ...], ARGV[8] the channel's name,
-# ARGV[9..] field/value.
-# Returns {1, id} or, for an explicit id not above the counter, {0, last}.
-# Ids are decimal strings throughout: Lua numbers are doubles, exact only to
-# 2**53, and ids may have 18 digits.
+# ARGV[1] MAXLEN, ARGV[2] explicit id ("" for the next; with one event
+# only), ARGV[3] the channel TTL in ms ("0": keep forever), ARGV[4] the
+# clock's sampling interval in ms, ARGV[5] the clock's MAXLEN, ARGV[6] "1"
+# when the counter expires with its channels (a missing counter then starts
+# from the server's clock in microseconds, above every id it gave before),
+# ARGV[7] the pub/sub channel to announce each event on ("": none) as the
+# JSON array [channel, id, the counter before, field, value, ...], ARGV[8]
+# the channel's name, ARGV[9] the number of events, then for each: its
+# number of field/value strings, and those.
+# Returns {1, id, id, ...} or, for an explicit id not above the counter,
+# {0, last}. Ids are decimal strings throughout: Lua numbers are doubles,
+# exact only to 2**53, and ids may have 18 digits.
 _PUBLISH_LUA = """
 if redis.replicate_commands then redis.replicate_commands() end
 local last = redis.call('GET', KEYS[1])
-local n = ARGV[2]
+local explicit = ARGV[2]
 if not last then
   last = '0'
-  if n == '' and ARGV[6] == '1' then
+  if explicit == '' and ARGV[6] == '1' then
     local now = redis.call('TIME')
     last = now[1] .. string.format('%06d', tonumber(now[2]))
     redis.call('SET', KEYS[1], last)
   end
 end
-if n == '' then
-  redis.call('INCR', KEYS[1])
-  n = redis.call('GET', KEYS[1])
-else
-  if #n < #last or (#n == #last and n <= last) then
-    return {0, last}
-  end
-  redis.call('SET', KEYS[1], n)
+if explicit ~= '' and (#explicit < #last or (#explicit == #last and explicit <= last)) then
+  return {0, last}
 end
+local base = last
 local prev = '0'
 local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
 if top[1] then
   prev = string.sub(top[1][1], 1, -3)
 end
-local fields = {'prev', prev}
-for i = 9, #ARGV do
-  fields[#fields + 1] = ARGV[i]
-end
-redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
-if ARGV[7] ~= '' then
-  local message = {ARGV[8], n, last}
-  for i = 1, #fields do
-    message[#message + 1] = fields[i]
+local ids = {1}
+local i = 10
+for e = 1, tonumber(ARGV[9]) do
+  local count = tonumber(ARGV[i])
+  i = i + 1
+  local n = explicit
+  if n == '' then
+    redis.call('INCR', KEYS[1])
+    n = redis.call('GET', KEYS[1])
+  else
+    redis.call('SET', KEYS[1], n)
   end
-  redis.call('PUBLISH', ARGV[7], cjson.encode(message))
+  local fields = {'prev', prev}
+  for j = i, i + count - 1 do
+    fields[#fields + 1] = ARGV[j]
+  end
+  i = i + count
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
+  if ARGV[7] ~= '' then
+    local message = {ARGV[8], n, last}
+    for k = 1, #fields do
+      message[#message + 1] = fields[k]
+    end
+    redis.call('PUBLISH', ARGV[7], cjson.encode(message))
+  end
+  last = n
+  prev = n
+  ids[#ids + 1] = n
 end
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -190,70 +203,7 @@ if ttl > 0 then
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
   local sample = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
   if not sample[1] or ms - tonumber(string.match(sample[1][1], '^%d+')) >= tonumber(ARGV[4]) then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'base', last)
-  end
-  redis.call('PEXPIRE', KEYS[3], ttl * 2)
-end
-return {1, n}
-"""
-
-# The same for several events of one channel in one call (publish_many):
-# ARGV[1] MAXLEN, ARGV[2] TTL ms, ARGV[3] clock interval ms, ARGV[4] clock
-# MAXLEN, ARGV[5] the counter-expires flag, ARGV[6] the pub/sub channel,
-# ARGV[7] the channel's name, ARGV[8] the number of events, then for each:
-# its number of field/value strings, and those. Returns the ids.
-_PUBLISH_MANY_LUA = """
-if redis.replicate_commands then redis.replicate_commands() end
-local last = redis.call('GET', KEYS[1])
-if not last then
-  last = '0'
-  if ARGV[5] == '1' then
-    local now = redis.call('TIME')
-    last = now[1] .. string.format('%06d', tonumber(now[2]))
-    redis.call('SET', KEYS[1], last)
-  end
-end
-local base = last
-local prev = '0'
-local top = redis.call('XREVRANGE', KEYS[2], '+', '-', 'COUNT', 1)
-if top[1] then
-  prev = string.sub(top[1][1], 1, -3)
-end
-local ids = {}
-local i = 9
-for e = 1, tonumber(ARGV[8]) do
-  local count = tonumber(ARGV[i])
-  i = i + 1
-  redis.call('INCR', KEYS[1])
-  local n = redis.call('GET', KEYS[1])
-  local fields = {'prev', prev}
-  for j = i, i + count - 1 do
-    fields[#fields + 1] = ARGV[j]
-  end
-  i = i + count
-  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], n .. '-0', unpack(fields))
-  if ARGV[6] ~= '' then
-    local message = {ARGV[7], n, last}
-    for k = 1, #fields do
-      message[#message + 1] = fields[k]
-    end
-    redis.call('PUBLISH', ARGV[6], cjson.encode(message))
-  end
-  last = n
-  prev = n
-  ids[#ids + 1] = n
-end
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  redis.call('PEXPIRE', KEYS[2], ttl)
-  if ARGV[5] == '1' then
-    redis.call('PEXPIRE', KEYS[1], ttl * 2)
-  end
-  local now = redis.call('TIME')
-  local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
-  local sample = redis.call('XREVRANGE', KEYS[3], '+', '-', 'COUNT', 1)
-  if not sample[1] or ms - tonumber(string.match(sample[1][1], '^%d+')) >= tonumber(ARGV[3]) then
-    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[4], '*', 'base', base)
+    redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[5], '*', 'base', base)
   end
   redis.call('PEXPIRE', KEYS[3], ttl * 2)
 end
@@ -378,7 +328,6 @@ class RedisBroker(Broker):
                 if self._client is None:
                     self._client = self._connect(self._max_connections)
                     self._publish_script = self._client.register_script(_PUBLISH_LUA)
-                    self._publish_many_script = self._client.register_script(_PUBLISH_MANY_LUA)
                 client = self._client
         return client
 
@@ -427,9 +376,61 @@ class RedisBroker(Broker):
         if event is not None:
             Event(None, event=event)  # refuse a bad event type before storing it
         explicit = "" if id is None else str(max(id, 0))
-        ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
+        keys, args = self._script_args(channel, [(data, event)], explicit)
+        try:
+            self._redis  # noqa: B018 (made at first use, with the script)
+            ok, value = self._publish_script(keys=keys, args=args)
+        except self._unreachable as e:
+            raise RedisUnavailable(
+                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
+                " the event may or may not be stored"
+            ) from e
+        except redis.ResponseError as e:
+            if _wrong_type(e):
+                raise RuntimeError(
+                    f"cannot publish to channel {channel!r}: the Redis key {keys[1]!r} exists"
+                    " and is not a stream (another program uses this key prefix;"
+                    " set EVSTREAM_REDIS_PREFIX)"
+                ) from e
+            raise
+        n = int(value)
+        if not ok:
+            raise ValueError(f"publish id must be higher than the last id {n}, got {id}")
+        self._saw(self.group(channel), n)
+        return n
+
+    def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
+        """Store several events of one channel in one round trip: one call
+        of the publish script per :data:`PUBLISH_MANY_BATCH` events,
+        pipelined."""
+        for _, event in items:
+            if event is not None:
+                Event(None, event=event)
+        calls = []
+        keys: list[str] = []
+        for start in range(0, len(items), PUBLISH_MANY_BATCH):
+            keys, args = self._script_args(channel, items[start : start + PUBLISH_MANY_BATCH], "")
+            calls.append(args)
+        if not calls:
+            return []
+        try:
+            replies = self._run_publish_many(keys, calls)
+        except self._unreachable as e:
+            raise RedisUnavailable(
+                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
+                " some of the events may be stored"
+            ) from e
+        ids = [int(value) for reply in replies for value in reply[1:]]
+        self._saw(self.group(channel), ids[-1])
+        return ids
+
+    def _script_args(
+        self, channel: str, items: t.Sequence[tuple[str, str | None]], explicit: str
+    ) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of the publish script for ``items``."""
         group = self.group(channel)
         notify = self._notify_channel(group)
+        ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
         args: list[str | int] = [
             self._maxlen,
             explicit,
@@ -439,83 +440,22 @@ class RedisBroker(Broker):
             "1" if notify else "0",
             notify,
             channel,
-            "data",
-            data,
+            len(items),
         ]
-        if event is not None:
-            args += ["event", event]
-        key = self._stream_key(channel)
-        try:
-            self._redis  # noqa: B018 (made at first use, with the script)
-            ok, value = self._publish_script(
-                keys=[self.key(group, "id"), key, self.key(group, "clock")], args=args
-            )
-        except self._unreachable as e:
-            raise RedisUnavailable(
-                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
-                " the event may or may not be stored"
-            ) from e
-        except redis.ResponseError as e:
-            if _wrong_type(e):
-                raise RuntimeError(
-                    f"cannot publish to channel {channel!r}: the Redis key {key!r} exists"
-                    " and is not a stream (another program uses this key prefix;"
-                    " set EVSTREAM_REDIS_PREFIX)"
-                ) from e
-            raise
-        n = int(value)
-        if not ok:
-            raise ValueError(f"publish id must be higher than the last id {n}, got {id}")
-        self._saw(group, n)
-        return n
-
-    def publish_many(self, channel: str, items: t.Sequence[tuple[str, str | None]]) -> list[int]:
-        """Store several events of one channel in one round trip: one script
-        call per :data:`PUBLISH_MANY_BATCH` events, pipelined."""
-        if len(items) == 1:
-            data, event = items[0]
-            return [self.publish(channel, data, event=event, id=None)]
-        group = self.group(channel)
-        notify = self._notify_channel(group)
-        ttl_ms = 0 if self.channel_ttl is None else max(1, round(self.channel_ttl * 1000))
+        for data, event in items:
+            if event is None:
+                args += [2, "data", data]
+            else:
+                args += [4, "data", data, "event", event]
         keys = [self.key(group, "id"), self._stream_key(channel), self.key(group, "clock")]
-        head: list[str | int] = [
-            self._maxlen,
-            ttl_ms,
-            max(1, round(self.clock_interval * 1000)),
-            self.clock_size,
-            "1" if notify else "0",
-            notify,
-            channel,
-        ]
-        calls = []
-        for start in range(0, len(items), PUBLISH_MANY_BATCH):
-            batch = items[start : start + PUBLISH_MANY_BATCH]
-            args: list[str | int] = [*head, len(batch)]
-            for data, event in batch:
-                if event is None:
-                    args += [2, "data", data]
-                else:
-                    args += [4, "data", data, "event", event]
-            calls.append(args)
-        try:
-            replies = self._run_publish_many(keys, calls)
-        except self._unreachable as e:
-            raise RedisUnavailable(
-                f"cannot publish to channel {channel!r}: Redis is unreachable ({e});"
-                " some of the events may be stored"
-            ) from e
-        ids = [int(value) for reply in replies for value in reply]
-        if ids:
-            self._saw(group, ids[-1])
-        return ids
+        return keys, args
 
     def _run_publish_many(self, keys: list[str], calls: list[list[str | int]]) -> list[t.Any]:
-        """Run the publish_many script once per call, pipelined."""
-        self._redis  # noqa: B018 (made at first use, with the scripts)
+        """Run the publish script once per call, pipelined."""
+        self._redis  # noqa: B018 (made at first use, with the script)
         with self._redis.pipeline(transaction=False) as pipe:
             for args in calls:
-                self._publish_many_script(keys=keys, args=args, client=pipe)
+                self._publish_script(keys=keys, args=args, client=pipe)
             return list(pipe.execute())
 
     def _saw(self, group: str, n: int) -> None:

@@ -264,8 +264,8 @@ class RedisClusterBroker(RedisBroker):
 
     def _run_publish_many(self, keys: list[str], calls: list[list[str | int]]) -> list[t.Any]:
         # A cluster pipeline cannot run scripts: one call after the other.
-        self._redis  # noqa: B018 (made at first use, with the scripts)
-        return [self._publish_many_script(keys=keys, args=args) for args in calls]
+        self._redis  # noqa: B018 (made at first use, with the script)
+        return [self._publish_script(keys=keys, args=args) for args in calls]
 
     # -- local channels ---------------------------------------------------
 
