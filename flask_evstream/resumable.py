@@ -192,6 +192,8 @@ class Producer:
         )
         self._g = dict(g.__dict__)
         self._reason: str | None = None  # why it was told to stop
+        self._entries = 1  # in the log: the start, events and leases
+        self._ending = False  # the generator is done; the ending is being written
         self._started = new_event()  # the first event is in the log, or it ended
         self._finished = new_event()
         self._watching = new_event()
@@ -233,7 +235,7 @@ class Producer:
             return
         self._reason = reason
         worker = self._worker
-        if self._gevent and worker is not None and not worker.dead:
+        if self._gevent and worker is not None and not worker.dead and not self._ending:
             worker.kill(_Stopped, block=False)
 
     def _write(self, event: Event) -> None:
@@ -247,7 +249,7 @@ class Producer:
         g.__dict__.update(self._g)
         reason = "done"
         iterator = None
-        count, size = 1, 0  # the start entry
+        size = 0
         try:
             iterator = iter(self._iterable)
             for item in iterator:
@@ -260,8 +262,10 @@ class Producer:
                     if event.data is None:
                         continue  # comments and retry fields are not logged
                     text, kind = _data_text(event.data), event.event
-                count, size = count + 1, size + len(text)
-                if count > self._max_events - 2 or size > self._max_bytes:
+                self._entries += 1
+                size += len(text)
+                # (two entries stay free: the ending, and a lost verdict)
+                if self._entries > self._max_events - 2 or size > self._max_bytes:
                     self._logger.error(
                         "Resumable stream %s went past EVSTREAM_RESUME_MAX_EVENTS (%d events,"
                         " %d bytes); it ends failed",
@@ -286,34 +290,45 @@ class Producer:
                     "Exception in resumable stream %s; it ends failed", self.sid, exc_info=True
                 )
         finally:
+            self._ending = True  # stop() no longer interrupts: the ending is written
             try:
                 self._close(iterator)
             finally:
-                self._closing = True
-                self._ready.set()
-                self._flushed.wait(30)
-                if self._write_failed and self._reason is None:
-                    reason = "failed"
-                if self._reason is not None:
-                    reason = self._reason
                 try:
-                    if reason == "done":
-                        self._write(Event("", event=_DONE))
-                    else:
-                        self._write(Event({"reason": reason}, event=END_EVENT))
-                except BrokerUnavailable as e:
-                    logger.warning(
-                        "Resumable stream %s ended %s but the broker is unreachable (%s);"
-                        " its readers will take it for lost",
-                        self.sid,
-                        reason,
-                        e,
-                    )
+                    for _ in range(3):  # a stop() that came as the generator ended
+                        try:
+                            self._end(reason)
+                            break
+                        except _Stopped:
+                            continue
                 finally:
                     _producers.discard(self)
                     self._finished.set()
                     self._started.set()
                     ctx.pop()
+
+    def _end(self, reason: str) -> None:
+        """Let the writer flush, then write the ending."""
+        self._closing = True
+        self._ready.set()
+        self._flushed.wait(30)
+        if self._write_failed and self._reason is None:
+            reason = "failed"
+        if self._reason is not None:
+            reason = self._reason
+        try:
+            if reason == "done":
+                self._write(Event("", event=_DONE))
+            else:
+                self._write(Event({"reason": reason}, event=END_EVENT))
+        except BrokerUnavailable as e:
+            logger.warning(
+                "Resumable stream %s ended %s but the broker is unreachable (%s);"
+                " its readers will take it for lost",
+                self.sid,
+                reason,
+                e,
+            )
 
     def _queue(self, text: str, kind: str | None) -> None:
         """Hand an event to the writer; wait while too many are pending (a
@@ -395,7 +410,9 @@ class Producer:
                     self.stop("expired")
                 elif now - self._last_write >= LEASE_SECONDS and not self._finished.is_set():
                     try:
-                        self._write(Event("", event=_LEASE))
+                        if self._entries < self._max_events - 2:  # room left in the log
+                            self._entries += 1
+                            self._write(Event("", event=_LEASE))
                     except BrokerUnavailable:
                         pass
         finally:
