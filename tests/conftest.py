@@ -170,3 +170,13 @@ def gevent_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[Server
     server = Server("tests.apps.streams:app", tmp=tmp_path_factory.mktemp("gunicorn"))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[t.Any]:
+    """A real redis-server for the module's tests (flush it where it matters)."""
+    from .redis_server import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

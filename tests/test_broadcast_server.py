@@ -46,13 +46,6 @@ def read_events(stream: RawStream, n: int, timeout: float = 20) -> list[tuple[st
     return out
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @pytest.mark.parametrize("path", ["/sub", "/gen"])
 def test_memory_broker_replay_and_live(start_server: t.Callable[..., Server], path: str) -> None:
     server = start_server(APP)

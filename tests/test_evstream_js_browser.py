@@ -23,13 +23,6 @@ pytestmark = pytest.mark.server
 APP = "tests.apps.resumable:app"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def proxy(
     start_server: t.Callable[..., Server], redis_server: RedisServer

@@ -40,13 +40,6 @@ ROOT = Path(__file__).resolve().parent.parent
 C = t.TypeVar("C")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 def server(redis_server: RedisServer) -> RedisServer:
     """The module's server, emptied."""

@@ -14,6 +14,8 @@ from flask import Flask, jsonify, request
 from flask_evstream import EvStream, live_streams, sse_route
 from flask_evstream.resumable import producers, stream_id
 
+from . import openai_chunks
+
 app = Flask(__name__)
 app.config.update(
     EVSTREAM_BROKER_URL=os.environ["EVSTREAM_BROKER_URL"],
@@ -61,23 +63,7 @@ def feed() -> t.Iterator[str]:
 @sse_route(resumable=True)
 def openai_chat() -> t.Iterator[t.Any]:
     """The OpenAI format, resumable: the client must not see a difference."""
-    body = request.get_json()
-    text = body["messages"][-1]["content"]
-    for i, word in enumerate(text.split(" ")):
-        yield {
-            "id": "chatcmpl-test",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"content": word if i == 0 else " " + word},
-                    "finish_reason": None,
-                }
-            ],
-        }
-    yield "[DONE]"
+    return openai_chunks(request.get_json())
 
 
 PAGE = """<!doctype html>

@@ -18,6 +18,8 @@ from flask import Flask, abort, g, jsonify, request, session
 
 from flask_evstream import Event, EvStream, last_event_id, live_streams, parse_event_id, sse_route
 
+from . import openai_chunks
+
 app = Flask(__name__)
 app.secret_key = "test"
 app.config["EVSTREAM_HEARTBEAT"] = float(os.environ.get("TEST_HEARTBEAT", "0.5"))
@@ -160,23 +162,7 @@ def chat() -> t.Iterator[t.Any]:
 @sse_route()
 def openai_chat() -> t.Iterator[t.Any]:
     """What the OpenAI API streams, so the ``openai`` client can read it."""
-    body = request.get_json()
-    text = body["messages"][-1]["content"]
-    for i, word in enumerate(text.split(" ")):
-        yield {
-            "id": "chatcmpl-test",
-            "object": "chat.completion.chunk",
-            "created": 1700000000,
-            "model": body["model"],
-            "choices": [
-                {
-                    "index": 0,
-                    "delta": {"content": word if i == 0 else " " + word},
-                    "finish_reason": None,
-                }
-            ],
-        }
-    yield "[DONE]"
+    return openai_chunks(request.get_json())
 
 
 @app.get("/context")
