@@ -221,9 +221,7 @@ def test_a_subscription_in_a_generator_is_closed_with_its_stream(
 
 
 @pytest.mark.parametrize("path", ["/sub", "/gen"])
-def test_too_many_channels_is_a_clear_400(
-    start_server: t.Callable[..., Server], path: str
-) -> None:
+def test_too_many_channels_is_a_clear_400(start_server: t.Callable[..., Server], path: str) -> None:
     server = start_server(APP)
     query = "&".join(f"c=ch{i}" for i in range(33))
     response = httpx.get(f"{server.url}{path}?{query}", timeout=10)
@@ -246,9 +244,7 @@ def test_a_redis_outage_never_turns_reconnects_into_errors(
     (tmp_path / "outage").mkdir()
     redis = RedisServer(tmp_path / "outage")
     try:
-        server = start_server(
-            APP, env={"EVSTREAM_BROKER_URL": redis.url, "TEST_HEARTBEAT": "2"}
-        )
+        server = start_server(APP, env={"EVSTREAM_BROKER_URL": redis.url, "TEST_HEARTBEAT": "2"})
         channels = [f"room{i}" for i in range(10)]
         first = {c: publish(server, c, f"hello {c}") for c in channels}
         streams = []

@@ -24,8 +24,10 @@ import time  # noqa: E402
 
 import gevent  # noqa: E402
 
-phase, seconds, n_subs, n_channels, n_pubs = sys.argv[1], float(sys.argv[2]), *map(
-    int, sys.argv[3:6]
+phase, seconds, n_subs, n_channels, n_pubs = (
+    sys.argv[1],
+    float(sys.argv[2]),
+    *map(int, sys.argv[3:6]),
 )
 urls = sys.argv[6:]
 servers = [(u.split("//")[1].split(":")[0], int(u.rsplit(":", 1)[1])) for u in urls]
