@@ -10,15 +10,23 @@ it replays what is there after the client's position, then follows it live,
 on any worker or host that shares the broker, until the stream's ending.
 
 **The log.** Channel ``rs:{<stream id>}`` (the braces make it one group on a
-Redis Cluster). Besides the generator's events it holds entries that
-readers do not show: ``evstream-start`` (first, so the log exists at once),
+Redis Cluster). The generator's events are encoded once, by the producer,
+and logged in runs: one ``evstream-data`` entry holds the events that were
+pending when the writer wrote (one when the generator is paced like a model,
+hundreds when it is fast), at most ``EVSTREAM_MAX_BUFFER`` bytes of them,
+as the text ``<first> <last>\n<their bytes on the wire>``; readers send
+those bytes as they are. The log also holds entries that readers do not
+show: ``evstream-start`` (first, so the log exists at once),
 ``evstream-lease`` (the producer is alive: written after
 :data:`LEASE_SECONDS` without an event) and ``evstream-done`` (the generator
-returned). Other endings are written as ``evstream-end`` with data
-``{"reason": ...}``, which readers send as the last event.
+returned; its data is the last position). Other endings are written as
+``evstream-end`` with data ``{"reason": ...}``, which readers send as the
+last event.
 
 **Ids.** ``<stream id>.<position>``: the stream id (:func:`new_stream_id`,
-144 random bits) and the broker id of the event in the log.
+144 random bits) and the event's position in the stream, 1 for the first.
+Each event starts with its ``id`` line, so a resume in the middle of a run
+finds its place by the id.
 
 **Control.** ``sse.cancel(stream_id)`` (and ``DELETE`` on the resume URL)
 writes ``evstream-cancel`` to the channel ``rs:{<stream id>}:ctl``; the
@@ -44,9 +52,9 @@ from flask.globals import request_ctx
 from werkzeug.exceptions import HTTPException
 
 from .brokers.base import Broker, BrokerUnavailable
-from .channels import GAP_EVENT, Subscription
+from .channels import Subscription
 from .concurrency import Flag, new_event, spawn, uses_gevent
-from .event import Event, _data_text
+from .event import Event, _data_text, encode_item
 from .extension import FROM_CONFIG
 from .helpers import last_event_id, parse_event_id
 from .response import stream_response
@@ -79,13 +87,13 @@ LOST_AFTER = 4 * LEASE_SECONDS
 #: also the most one write sends.
 OUTBOX_LIMIT = 500
 
-_START, _LEASE, _DONE, _CANCEL = (
+_START, _LEASE, _DONE, _CANCEL, _DATA = (
     "evstream-start",
     "evstream-lease",
     "evstream-done",
     "evstream-cancel",
+    "evstream-data",
 )
-_HIDDEN = frozenset({_START, _LEASE, GAP_EVENT})
 
 _STREAM_ID = re.compile(r"[A-Za-z0-9_-]{16,64}")
 
@@ -115,6 +123,27 @@ def parse_resume_id(text: str | None) -> tuple[str, int] | None:
     if not dot or check_stream_id(sid) is None or number is None:
         return None
     return sid, number
+
+
+def log_entry(first: int, last: int, wire: bytes) -> str:
+    """The data of an ``evstream-data`` entry: events ``first`` to ``last``
+    (positions), encoded with their ids."""
+    return f"{first} {last}\n" + wire.decode()
+
+
+def _event_wire(item: t.Any) -> bytes | None:
+    """The bytes a resumable stream logs for an item, without its id;
+    ``None`` for what is not logged (comments, retry fields, events without
+    data). An id or retry of the item's own is dropped: the log names the
+    ids."""
+    if isinstance(item, Event):
+        event: Event = item
+        if event.data is None:
+            return None
+        if event.id is not None or event.retry is not None or event.comment is not None:
+            event = Event(event.data, event=event.event)
+        return event.encode()
+    return encode_item(item)
 
 
 def log_channel(sid: str) -> str:
@@ -172,9 +201,11 @@ class Producer:
         max_events: int,
         max_bytes: int,
         max_age: float,
+        max_buffer: int,
         app_logger: logging.Logger,
     ) -> None:
         self.sid = sid
+        self._max_buffer = max_buffer
         self._iterable = iterable
         self._broker = broker
         self._max_events = max_events
@@ -198,7 +229,8 @@ class Producer:
         self._finished = new_event()
         self._watching = new_event()
         self._last_write = time.monotonic()
-        self._outbox: collections.deque[tuple[str, str | None]] = collections.deque()
+        self._outbox: collections.deque[bytes] = collections.deque()
+        self._written = 0  # the writer's last position, once it has ended
         self._ready = Flag()  # the writer waits: events pending, or the end
         self._space = Flag()  # the generator waits: the writer took some
         self._closing = False  # the generator is done: the writer ends
@@ -252,18 +284,16 @@ class Producer:
         size = 0
         try:
             iterator = iter(self._iterable)
+            prefix = b"id: " + self.sid.encode() + b"."
+            position = 0
             for item in iterator:
                 if self._reason is not None:
                     break
-                if isinstance(item, str):
-                    text, kind = item, None
-                else:
-                    event = item if isinstance(item, Event) else Event(item)
-                    if event.data is None:
-                        continue  # comments and retry fields are not logged
-                    text, kind = _data_text(event.data), event.event
+                wire = _event_wire(item)
+                if wire is None:
+                    continue
                 self._entries += 1
-                size += len(text)
+                size += len(wire)
                 # (two entries stay free: the ending, and a lost verdict)
                 if self._entries > self._max_events - 2 or size > self._max_bytes:
                     self._logger.error(
@@ -275,7 +305,8 @@ class Producer:
                     )
                     reason = "failed"
                     break
-                self._queue(text, kind)
+                position += 1
+                self._queue(prefix + b"%d\n" % position + wire)
                 self.produced = True
         except _Stopped:
             pass
@@ -318,7 +349,7 @@ class Producer:
             reason = self._reason
         try:
             if reason == "done":
-                self._write(Event("", event=_DONE))
+                self._write(Event(str(self._written), event=_DONE))
             else:
                 self._write(Event({"reason": reason}, event=END_EVENT))
         except BrokerUnavailable as e:
@@ -330,11 +361,11 @@ class Producer:
                 e,
             )
 
-    def _queue(self, text: str, kind: str | None) -> None:
-        """Hand an event to the writer; wait while too many are pending (a
-        slow broker holds back the generator, not memory)."""
+    def _queue(self, wire: bytes) -> None:
+        """Hand an encoded event to the writer; wait while too many are
+        pending (a slow broker holds back the generator, not memory)."""
         outbox = self._outbox
-        outbox.append((text, kind))
+        outbox.append(wire)
         self._ready.notify()
         if len(outbox) >= OUTBOX_LIMIT:
             self._space.wait(
@@ -348,9 +379,12 @@ class Producer:
 
     def _flush(self) -> None:
         """The writer: append what the generator produced to the log, all
-        that is pending in one go (one round trip with Redis)."""
+        that is pending in one go (one round trip with Redis), in runs of at
+        most ``max_buffer`` bytes (one entry each)."""
         outbox = self._outbox
         channel = log_channel(self.sid)
+        limit = self._max_buffer
+        written = 0  # the position of the last event handed to the broker
         try:
             while True:
                 self._ready.wait(lambda: bool(outbox) or self._closing, None)
@@ -358,9 +392,23 @@ class Producer:
                     if self._closing:
                         return
                     continue
-                batch = [outbox.popleft() for _ in range(min(len(outbox), OUTBOX_LIMIT))]
+                entries: list[tuple[str, str | None]] = []
+                run: list[bytes] = []
+                size = 0
+                for _ in range(min(len(outbox), OUTBOX_LIMIT)):
+                    wire = outbox.popleft()
+                    if run and size + len(wire) > limit:
+                        entries.append(
+                            (log_entry(written + 1, written + len(run), b"".join(run)), _DATA)
+                        )
+                        written += len(run)
+                        run, size = [], 0
+                    run.append(wire)
+                    size += len(wire)
+                entries.append((log_entry(written + 1, written + len(run), b"".join(run)), _DATA))
+                written += len(run)
                 try:
-                    self._broker.publish_many(channel, batch)
+                    self._broker.publish_many(channel, entries)
                 except Exception as e:  # unreachable, or a foreign key: the log is lost
                     self._logger.error(
                         "Resumable stream %s cannot write its log (%s); it ends failed",
@@ -374,6 +422,7 @@ class Producer:
                 self._started.set()
                 self._space.notify()
         finally:
+            self._written = written
             self._flushed.set()
 
     def _close(self, iterator: t.Any) -> None:
@@ -432,12 +481,12 @@ def cancel(broker: Broker, sid: str) -> bool:
 
 class LogReader(Subscription):
     """A reader of a stream's log: replay after a position, then live, to
-    the stream's ending; events get ids ``<stream id>.<position>``.
+    the stream's ending; it sends the logged bytes as they are.
 
     A stream returned from a view: the response reads it in place.
     """
 
-    __slots__ = ("_sid", "_ended", "_heard", "_lost_after")
+    __slots__ = ("_sid", "_position", "_ended", "_heard", "_lost_after")
 
     def __init__(
         self,
@@ -449,15 +498,18 @@ class LogReader(Subscription):
         max_buffer: int,
         lost_after: float = LOST_AFTER,
     ) -> None:
+        # The whole log is read (positions are not broker ids); the runs up
+        # to ``after`` are skipped.
         super().__init__(
             broker,
             (log_channel(sid),),
-            after=after,
+            after=0,
             last_event_id=None,
             queue_size=queue_size,
             max_buffer=max_buffer,
         )
         self._sid = sid
+        self._position = after
         self._ended = False
         self._heard = time.monotonic()
         self._lost_after = lost_after
@@ -492,37 +544,43 @@ class LogReader(Subscription):
         while pending and size < limit:
             event = pending.popleft()
             kind = event.event
-            if kind in _HIDDEN:
-                continue
-            if kind == _DONE:
+            if kind == _DATA:
+                wire = self._run_after(event.data)
+                if wire:
+                    parts.append(wire)
+                    size += len(wire)
+            elif kind == _DONE:
                 self._ended = True
                 break
-            if kind == END_EVENT:
+            elif kind == END_EVENT:
                 parts.append(Event(event.data, event=END_EVENT).encode())
                 self._ended = True
                 break
-            wire = self._rename(event)
-            parts.append(wire)
-            size += len(wire)
         if self._ended:
             pending.clear()
         if not parts:
             return self.take(timeout) if pending or self._ended else None
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _rename(self, event: Event) -> bytes:
-        """The event's bytes with the id ``<stream id>.<position>``: the
-        broker's event has ``id: <position>`` as a line of its own, after
-        the ``event`` line (whose value holds no line end)."""
-        wire = event.encode()
-        line = b"id: " + str(event.id).encode() + b"\n"
-        named = b"id: " + self._sid.encode() + b"." + line[4:]
+    def _run_after(self, text: str) -> bytes | None:
+        """The bytes of a run's events after this reader's position."""
+        head, _, body = text.partition("\n")
+        first_text, _, last_text = head.partition(" ")
+        last = int(last_text)
+        position = self._position
+        if last <= position:
+            return None  # sent already
+        self._position = last
+        wire = body.encode()
+        if int(first_text) > position:
+            return wire
+        # A resume in the middle of the run: from the event after ours, which
+        # starts with its id line, at the start or after a blank line.
+        line = b"id: %s.%d\n" % (self._sid.encode(), position + 1)
         if wire.startswith(line):
-            return named + wire[len(line) :]
-        at = wire.find(b"\n" + line)
-        if at < 0:  # not from a broker: encode it again
-            return Event(event.data, event=event.event, id=f"{self._sid}.{event.id}").encode()
-        return wire[: at + 1] + named + wire[at + 1 + len(line) :]
+            return wire
+        at = wire.find(b"\n\n" + line)
+        return wire[at + 2 :] if at >= 0 else None
 
     def _lost(self) -> None:
         """Nothing for ``lost_after``: the producer died. Record it in the log
@@ -636,6 +694,7 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
         max_events=settings.resume_max_events,
         max_bytes=settings.resume_max_bytes,
         max_age=settings.resume_max_age,
+        max_buffer=settings.max_buffer,
         app_logger=current_app.logger,
     )
     try:
@@ -674,13 +733,19 @@ def stream_view(sid: str) -> t.Any:
 
 
 def _done_after(logs: Broker, sid: str, after: int) -> bool:
-    """Whether stream ``sid`` ended ``done`` with nothing to show after ``after``."""
+    """Whether stream ``sid`` ended ``done`` with no event after position
+    ``after``."""
     try:
-        events, _ = logs.history([log_channel(sid)], after)
+        events, _ = logs.history([log_channel(sid)], 0)
     except BrokerUnavailable:
         return False
-    kinds = [event.event for _, event in events]
-    return _DONE in kinds and all(k in _HIDDEN or k == _DONE for k in kinds)
+    for _, event in events:
+        if event.event == END_EVENT:
+            return False
+        if event.event == _DONE:
+            last = parse_event_id(event.data)
+            return last is not None and last <= after
+    return False
 
 
 def script_view() -> t.Any:

@@ -197,28 +197,32 @@ def test_a_wake_up_for_an_event_already_replayed_is_not_silence() -> None:
     import threading
 
     from flask_evstream.brokers.memory import MemoryBroker
-    from flask_evstream.resumable import LogReader, log_channel
+    from flask_evstream.resumable import _DATA, LogReader, log_channel, log_entry
 
     broker = MemoryBroker(history=100)
     sid = "s" * 24
     channel = log_channel(sid)
-    first = broker.publish(channel, "one", event=None, id=None)
+
+    def run(position: int, text: str) -> str:
+        return log_entry(position, position, f"id: {sid}.{position}\ndata: {text}\n\n".encode())
+
+    first = broker.publish(channel, run(1, "one"), event=_DATA, id=None)
     reader = LogReader(broker, sid, after=0, queue_size=100, max_buffer=65536, lost_after=5.0)
     reader.wait_started(0)
-    assert reader.take(0) == f"id: {sid}.{first}\ndata: one\n\n".encode()
+    assert reader.take(0) == f"id: {sid}.1\ndata: one\n\n".encode()
     duplicate = broker._events[channel][0][1]
     sent = threading.Event()
 
     def later() -> None:
         broker.hub.deliver(channel, first, duplicate)  # wakes the reader, nothing new
         time.sleep(0.2)
-        broker.publish(channel, "two", event=None, id=None)
+        broker.publish(channel, run(2, "two"), event=_DATA, id=None)
         sent.set()
 
     threading.Thread(target=later).start()
     chunk = reader.take(30)
     while chunk is None:
         chunk = reader.take(30)
-    assert chunk == f"id: {sid}.{first + 1}\ndata: two\n\n".encode()
+    assert chunk == f"id: {sid}.2\ndata: two\n\n".encode()
     assert sent.wait(5)
     reader.close()
