@@ -451,9 +451,12 @@ class RedisBroker(Broker):
         return keys, args
 
     def _run_publish_many(self, keys: list[str], calls: list[list[str | int]]) -> list[t.Any]:
-        """Run the publish script once per call, pipelined."""
-        self._redis  # noqa: B018 (made at first use, with the script)
-        with self._redis.pipeline(transaction=False) as pipe:
+        """Run the publish script once per call, pipelined (one call: no
+        pipeline, so no script check before it)."""
+        client = self._redis  # made at first use, with the script
+        if len(calls) == 1:
+            return [self._publish_script(keys=keys, args=calls[0], client=client)]
+        with client.pipeline(transaction=False) as pipe:
             for args in calls:
                 self._publish_script(keys=keys, args=args, client=pipe)
             return list(pipe.execute())
