@@ -35,6 +35,7 @@ import typing as t
 
 __all__ = [
     "Event",
+    "encode_data",
     "encode_item",
     "takes_id",
     "retry_line",
@@ -83,7 +84,9 @@ def _utf8(text: str, field: str) -> bytes:
         ) from None
 
 
-def _encode_data(text: str) -> bytes:
+def encode_data(text: str) -> bytes:
+    """The data lines of an event whose data is ``text``, with the blank line
+    that dispatches it: ``Event(text).encode()`` without making the Event."""
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return _utf8("data: " + text.replace("\n", "\ndata: ") + "\n\n", "data")
@@ -174,7 +177,7 @@ class Event:
             parts.append(f"retry: {retry}")
         head = "\n".join(parts) + "\n" if parts else ""
         if data is not None:
-            wire = _utf8(head, "comment, event or id") + _encode_data(_data_text(data))
+            wire = _utf8(head, "comment, event or id") + encode_data(_data_text(data))
         elif event is None and id is None and retry is None:
             wire = _utf8(head, "comment")  # comment only (or nothing): no dispatch
         else:
@@ -278,7 +281,7 @@ def encode_item(item: t.Any, id: int | None = None) -> bytes:
             "A stream item must be an Event, a str or a JSON-serializable value;"
             f" got {type(item).__name__} (decode it to str first)"
         )
-    wire = _encode_data(_data_text(item))
+    wire = encode_data(_data_text(item))
     if id is not None:
         return b"id: %d\n" % id + wire
     return wire

@@ -54,7 +54,7 @@ from werkzeug.exceptions import HTTPException
 from .brokers.base import Broker, BrokerUnavailable
 from .channels import Subscription
 from .concurrency import Flag, new_event, spawn, uses_gevent
-from .event import Event, _data_text, encode_item
+from .event import Event, _data_text, encode_data, encode_item
 from .extension import FROM_CONFIG
 from .helpers import last_event_id, parse_event_id
 from .response import stream_response
@@ -83,9 +83,11 @@ LEASE_SECONDS = 2.0
 #: (its process died) and ends the stream ``lost``.
 LOST_AFTER = 4 * LEASE_SECONDS
 
-#: Events pending for the log before the generator waits for the writer;
-#: also the most one write sends.
-OUTBOX_LIMIT = 500
+#: Bytes of events pending for the log before the generator waits for the
+#: writer; the writer sends all that is pending in one write. A fast
+#: generator fills it while a write is in flight, so this is what one round
+#: trip to Redis carries (about 2,500 OpenAI chunks).
+OUTBOX_BYTES = 512 * 1024
 
 _START, _LEASE, _DONE, _CANCEL, _DATA = (
     "evstream-start",
@@ -230,6 +232,9 @@ class Producer:
         self._watching = new_event()
         self._last_write = time.monotonic()
         self._outbox: collections.deque[bytes] = collections.deque()
+        # Bytes handed to the writer, and taken by it (each written by one side).
+        self._queued_bytes = 0
+        self._taken_bytes = 0
         self._written = 0  # the writer's last position, once it has ended
         self._ready = Flag()  # the writer waits: events pending, or the end
         self._space = Flag()  # the generator waits: the writer took some
@@ -289,9 +294,12 @@ class Producer:
             for item in iterator:
                 if self._reason is not None:
                     break
-                wire = _event_wire(item)
-                if wire is None:
-                    continue
+                if type(item) is str:
+                    wire = encode_data(item)
+                else:
+                    wire = _event_wire(item)  # type: ignore[assignment]
+                    if wire is None:
+                        continue
                 self._entries += 1
                 size += len(wire)
                 # (two entries stay free: the ending, and a lost verdict)
@@ -362,15 +370,17 @@ class Producer:
             )
 
     def _queue(self, wire: bytes) -> None:
-        """Hand an encoded event to the writer; wait while too many are
+        """Hand an encoded event to the writer; wait while too much is
         pending (a slow broker holds back the generator, not memory)."""
-        outbox = self._outbox
-        outbox.append(wire)
+        self._outbox.append(wire)
+        self._queued_bytes += len(wire)
         self._ready.notify()
-        if len(outbox) >= OUTBOX_LIMIT:
+        if self._queued_bytes - self._taken_bytes >= OUTBOX_BYTES:
             self._space.wait(
                 lambda: (
-                    len(outbox) < OUTBOX_LIMIT or self._write_failed or self._reason is not None
+                    self._queued_bytes - self._taken_bytes < OUTBOX_BYTES
+                    or self._write_failed
+                    or self._reason is not None
                 ),
                 None,
             )
@@ -395,8 +405,13 @@ class Producer:
                 entries: list[tuple[str, str | None]] = []
                 run: list[bytes] = []
                 size = 0
-                for _ in range(min(len(outbox), OUTBOX_LIMIT)):
-                    wire = outbox.popleft()
+                # All that is pending (about OUTBOX_BYTES at most); popleft,
+                # as the generator may append meanwhile (threads).
+                taken = [outbox.popleft() for _ in range(len(outbox))]
+                self._taken_bytes += sum(map(len, taken))
+                if self._write_failed:
+                    continue  # the log is lost already: nothing more is written
+                for wire in taken:
                     if run and size + len(wire) > limit:
                         entries.append(
                             (log_entry(written + 1, written + len(run), b"".join(run)), _DATA)
@@ -416,7 +431,6 @@ class Producer:
                         e,
                     )
                     self._write_failed = True
-                    outbox.clear()
                     self.stop("failed")
                 self._last_write = time.monotonic()
                 self._started.set()
