@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 
-CHILD = r'''
+CHILD = r"""
 from gevent import monkey; monkey.patch_all()
 import gc, sys, time, gevent
 from gevent.queue import Queue, Empty
@@ -54,7 +54,7 @@ for i in range(events):
 cpu = time.process_time() - cpu
 gcs = [s["collections"] - b for s, b in zip(gc.get_stats(), before)]
 print(cpu / (n * events) * 1e6, *gcs)
-'''
+"""
 
 
 def main() -> None:
