@@ -242,6 +242,9 @@ class Producer:
         self._write_failed = False
         self._flushed = new_event()
         self._worker: t.Any = None
+        # Readers in this process fed by the producer itself (the response
+        # that started the stream): no round trip through the broker's reader.
+        self._local: list[LogReader] = []
         #: The exception the generator raised before its first event, if any.
         self.early_error: BaseException | None = None
         self.produced = False
@@ -258,6 +261,16 @@ class Producer:
         self._worker = spawn(
             contextvars.Context().run, self._run, name=f"evstream-rs-{self.sid[:6]}"
         )
+
+    def attach(self, reader: LogReader) -> None:
+        """Feed ``reader`` (made before :meth:`start`, from position 0) each
+        run once it is in the log, and the ending."""
+        self._local.append(reader)
+        reader._producer = self
+
+    def detach(self, reader: LogReader) -> None:
+        if reader in self._local:
+            self._local.remove(reader)
 
     def wait_started(self, timeout: float) -> None:
         self._started.wait(timeout)
@@ -361,6 +374,8 @@ class Producer:
             else:
                 self._write(Event({"reason": reason}, event=END_EVENT))
         except BrokerUnavailable as e:
+            if reason == "done":  # not in the log: readers elsewhere will see lost
+                reason = "lost"
             logger.warning(
                 "Resumable stream %s ended %s but the broker is unreachable (%s);"
                 " its readers will take it for lost",
@@ -368,6 +383,9 @@ class Producer:
                 reason,
                 e,
             )
+        finally:
+            for reader in list(self._local):
+                reader._feed_end(reason)
 
     def _queue(self, wire: bytes) -> None:
         """Hand an encoded event to the writer; wait while too much is
@@ -411,19 +429,24 @@ class Producer:
                 self._taken_bytes += sum(map(len, taken))
                 if self._write_failed:
                     continue  # the log is lost already: nothing more is written
+                runs: list[bytes] = []
                 for wire in taken:
                     if run and size + len(wire) > limit:
+                        runs.append(b"".join(run))
                         entries.append(
-                            (log_entry(written + 1, written + len(run), b"".join(run)), _DATA)
+                            (log_entry(written + 1, written + len(run), runs[-1]), _DATA)
                         )
                         written += len(run)
                         run, size = [], 0
                     run.append(wire)
                     size += len(wire)
-                entries.append((log_entry(written + 1, written + len(run), b"".join(run)), _DATA))
+                runs.append(b"".join(run))
+                entries.append((log_entry(written + 1, written + len(run), runs[-1]), _DATA))
                 written += len(run)
                 try:
                     self._broker.publish_many(channel, entries)
+                    for reader in list(self._local):
+                        reader._feed(runs)
                 except Exception as e:  # unreachable, or a foreign key: the log is lost
                     self._logger.error(
                         "Resumable stream %s cannot write its log (%s); it ends failed",
@@ -500,7 +523,17 @@ class LogReader(Subscription):
     A stream returned from a view: the response reads it in place.
     """
 
-    __slots__ = ("_sid", "_position", "_ended", "_heard", "_lost_after")
+    __slots__ = (
+        "_sid",
+        "_position",
+        "_ended",
+        "_heard",
+        "_lost_after",
+        "_producer",
+        "_fed",
+        "_fed_flag",
+        "_fed_end",
+    )
 
     def __init__(
         self,
@@ -527,11 +560,72 @@ class LogReader(Subscription):
         self._ended = False
         self._heard = time.monotonic()
         self._lost_after = lost_after
+        # Fed by a producer of this process (Producer.attach) instead of the
+        # broker: the runs' bytes and, at the end, the ending's.
+        self._producer: Producer | None = None
+        self._fed: collections.deque[bytes] = collections.deque()
+        self._fed_flag = Flag()
+        self._fed_end: bytes | None = None
+
+    def _feed(self, runs: list[bytes]) -> None:
+        self._fed.extend(runs)
+        self._fed_flag.notify()
+
+    def _feed_end(self, reason: str) -> None:
+        self._fed_end = (
+            b"" if reason == "done" else Event({"reason": reason}, event=END_EVENT).encode()
+        )
+        self._fed_flag.set()
+
+    def wait_started(self, timeout: float) -> bool:
+        if self._producer is not None:
+            return True
+        return super().wait_started(timeout)
+
+    def end(self) -> None:
+        if self._producer is not None:
+            self._finished = True
+            self._fed_flag.set()
+        super().end()
+
+    def close(self) -> None:
+        producer = self._producer
+        if producer is not None:
+            self._finished = True
+            producer.detach(self)
+            self._fed_flag.set()
+            return
+        super().close()
+
+    def _take_fed(self, timeout: float | None) -> bytes | None:
+        """:meth:`take` of a reader fed by its producer."""
+        fed = self._fed
+        if not fed:
+            if self._finished:
+                return b""
+            if self._fed_end is not None:
+                end, self._fed_end = self._fed_end, b""
+                self.close()
+                return end or b""
+            ready = lambda: bool(fed) or self._fed_end is not None or self._finished  # noqa: E731
+            if not self._fed_flag.wait(ready, timeout):
+                return None
+            return self._take_fed(timeout)
+        parts = []
+        size = 0
+        limit = self._max_buffer
+        while fed and size < limit:
+            wire = fed.popleft()
+            parts.append(wire)
+            size += len(wire)
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def __next__(self) -> Event:
         raise TypeError("a LogReader is read by its stream (take), not iterated")
 
     def take(self, timeout: float | None) -> bytes | None:
+        if self._producer is not None:
+            return self._take_fed(timeout)
         pending = self._pending
         if not pending:
             if self._ended:
@@ -640,18 +734,10 @@ def _authorize(state: t.Any, sid: str) -> None:
         abort(403)
 
 
-def reader_response(
-    state: t.Any,
-    sid: str,
-    after: int,
-    *,
-    retry: int | None = None,
-    heartbeat: t.Any = FROM_CONFIG,
-    headers: t.Mapping[str, str] | None = None,
-) -> Response:
-    """The response that reads stream ``sid``'s log after ``after``."""
+def new_reader(state: t.Any, sid: str, after: int) -> LogReader:
+    """A reader of stream ``sid``'s log after position ``after``."""
     settings = state.settings
-    reader = LogReader(
+    return LogReader(
         state.logs(),
         sid,
         after=after,
@@ -660,6 +746,22 @@ def reader_response(
         queue_size=settings.resume_max_events,
         max_buffer=settings.max_buffer,
     )
+
+
+def reader_response(
+    state: t.Any,
+    sid: str,
+    after: int,
+    *,
+    reader: LogReader | None = None,
+    retry: int | None = None,
+    heartbeat: t.Any = FROM_CONFIG,
+    headers: t.Mapping[str, str] | None = None,
+) -> Response:
+    """The response that reads stream ``sid``'s log after ``after`` (with
+    ``reader``, if given)."""
+    if reader is None:
+        reader = new_reader(state, sid, after)
     all_headers = dict(headers or {})
     all_headers["Content-Location"] = url_for("evstream_stream", sid=sid)
     all_headers["Access-Control-Expose-Headers"] = "Content-Location"
@@ -711,17 +813,23 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
         max_buffer=settings.max_buffer,
         app_logger=current_app.logger,
     )
+    # The response of this request is fed by the producer (same process):
+    # each run once it is in the log, without reading it back.
+    reader = new_reader(state, sid, 0)
+    producer.attach(reader)
     try:
         producer.start()
     except BrokerUnavailable:
+        reader.close()
         close = getattr(iterable, "close", None)
         if close is not None:
             close()
         abort(503)
     producer.wait_started(settings.start_wait)
     if producer.early_error is not None:
+        reader.close()
         raise producer.early_error
-    return reader_response(state, sid, 0, **options)
+    return reader_response(state, sid, 0, reader=reader, **options)
 
 
 def stream_view(sid: str) -> t.Any:
