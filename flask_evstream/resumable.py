@@ -427,6 +427,7 @@ class Producer:
                 # as the generator may append meanwhile (threads).
                 taken = [outbox.popleft() for _ in range(len(outbox))]
                 self._taken_bytes += sum(map(len, taken))
+                self._space.notify()  # the generator goes on while this write is in flight
                 if self._write_failed:
                     continue  # the log is lost already: nothing more is written
                 runs: list[bytes] = []
@@ -445,8 +446,6 @@ class Producer:
                 written += len(run)
                 try:
                     self._broker.publish_many(channel, entries)
-                    for reader in list(self._local):
-                        reader._feed(runs)
                 except Exception as e:  # unreachable, or a foreign key: the log is lost
                     self._logger.error(
                         "Resumable stream %s cannot write its log (%s); it ends failed",
@@ -455,6 +454,9 @@ class Producer:
                     )
                     self._write_failed = True
                     self.stop("failed")
+                else:
+                    for reader in list(self._local):
+                        reader._feed(runs)
                 self._last_write = time.monotonic()
                 self._started.set()
                 self._space.notify()
