@@ -232,9 +232,7 @@ class Producer:
         self._watching = new_event()
         self._last_write = time.monotonic()
         self._outbox: collections.deque[bytes] = collections.deque()
-        # Bytes handed to the writer, and taken by it (each written by one side).
-        self._queued_bytes = 0
-        self._taken_bytes = 0
+        self._taken_bytes = 0  # by the writer (written by it alone)
         self._written = 0  # the writer's last position, once it has ended
         self._ready = Flag()  # the writer waits: events pending, or the end
         self._space = Flag()  # the generator waits: the writer took some
@@ -304,6 +302,10 @@ class Producer:
             iterator = iter(self._iterable)
             prefix = b"id: " + self.sid.encode() + b"."
             position = 0
+            queued = 0  # bytes handed to the writer
+            outbox = self._outbox
+            ready = self._ready
+            limit_events = self._max_events - 2  # room for the ending and a lost verdict
             for item in iterator:
                 if self._reason is not None:
                     break
@@ -315,8 +317,7 @@ class Producer:
                         continue
                 self._entries += 1
                 size += len(wire)
-                # (two entries stay free: the ending, and a lost verdict)
-                if self._entries > self._max_events - 2 or size > self._max_bytes:
+                if self._entries > limit_events or size > self._max_bytes:
                     self._logger.error(
                         "Resumable stream %s went past EVSTREAM_RESUME_MAX_EVENTS (%d events,"
                         " %d bytes); it ends failed",
@@ -327,7 +328,12 @@ class Producer:
                     reason = "failed"
                     break
                 position += 1
-                self._queue(prefix + b"%d\n" % position + wire)
+                line = prefix + b"%d\n" % position + wire
+                outbox.append(line)
+                queued += len(line)
+                ready.notify()
+                if queued - self._taken_bytes >= OUTBOX_BYTES:
+                    self._wait_for_space(queued)
                 self.produced = True
         except _Stopped:
             pass
@@ -387,21 +393,18 @@ class Producer:
             for reader in list(self._local):
                 reader._feed_end(reason)
 
-    def _queue(self, wire: bytes) -> None:
-        """Hand an encoded event to the writer; wait while too much is
-        pending (a slow broker holds back the generator, not memory)."""
-        self._outbox.append(wire)
-        self._queued_bytes += len(wire)
-        self._ready.notify()
-        if self._queued_bytes - self._taken_bytes >= OUTBOX_BYTES:
-            self._space.wait(
-                lambda: (
-                    self._queued_bytes - self._taken_bytes < OUTBOX_BYTES
-                    or self._write_failed
-                    or self._reason is not None
-                ),
-                None,
-            )
+    def _wait_for_space(self, queued: int) -> None:
+        """Wait while too much is pending for the log (``queued`` bytes handed
+        to the writer in all): a slow broker holds back the generator, not
+        memory."""
+        self._space.wait(
+            lambda: (
+                queued - self._taken_bytes < OUTBOX_BYTES
+                or self._write_failed
+                or self._reason is not None
+            ),
+            None,
+        )
         if self._write_failed:
             raise BrokerUnavailable(f"resumable stream {self.sid}: the log cannot be written")
 
