@@ -226,3 +226,115 @@ def test_a_wake_up_for_an_event_already_replayed_is_not_silence() -> None:
     assert chunk == f"id: {sid}.2\ndata: two\n\n".encode()
     assert sent.wait(5)
     reader.close()
+
+
+def test_a_fast_generator_is_logged_in_runs_bounded_by_max_buffer() -> None:
+    """3,000 events made at once go to the log as a few runs, none above
+    EVSTREAM_MAX_BUFFER; the first response, a resume from the start and a
+    resume from every position in the middle of a run get exactly the
+    bytes of the events after it, with ids 1 to 3,000."""
+    from flask_evstream.resumable import _DATA, log_channel
+
+    app, sse = make_app(EVSTREAM_MAX_BUFFER=4096, EVSTREAM_RESUME_MAX_EVENTS=5000)
+
+    @app.post("/fast")
+    @sse_route(resumable=True)
+    def fast() -> t.Iterator[t.Any]:
+        for i in range(3000):
+            yield {"n": i} if i % 3 else f"line {i}\nsecond"
+
+    client = app.test_client()
+    response = client.post("/fast")
+    first = body(response)
+    url = response.headers["Content-Location"]
+    got = events(first)
+    sid = url.rsplit("/", 1)[1]
+    assert [e["id"] for e in got] == [f"{sid}.{n}" for n in range(1, 3001)]
+    wait_no_producers()
+    logs = app.extensions["evstream"].logs()
+    kept, _ = logs.history([log_channel(sid)], 0)
+    runs = [event for _, event in kept if event.event == _DATA]
+    assert 1 < len(runs) < 3000 / 10  # batched, and cut by max_buffer
+    for run in runs:
+        head, _, wire = run.data.partition("\n")
+        first_pos, last_pos = map(int, head.split())
+        assert len(wire.encode()) <= 4096 or first_pos == last_pos
+    # Resume from positions at the start, inside and at the end of runs.
+    blocks = first.split("\n\n")[:-1]
+    for after in (0, 1, 2, 57, 58, 1499, 2999, 3000):
+        again = client.get(url, headers={"Last-Event-ID": f"{sid}.{after}"} if after else {})
+        if after == 3000:
+            assert again.status_code == 204
+            continue
+        text = body(again)
+        want = "".join(b + "\n\n" for b in blocks if b.startswith("id: ") and
+                       int(b.split("\n", 1)[0].rsplit(".", 1)[1]) > after)  # fmt: skip
+        assert text.lstrip(": \n") == want, after
+
+
+def test_a_resume_inside_a_run_starts_at_the_next_event() -> None:
+    """LogReader on a log of hand-made runs: after a position in the middle
+    of a run, the exact bytes from the next event on (an event with a type,
+    whose id line comes first, included)."""
+    from flask_evstream.brokers.memory import MemoryBroker
+    from flask_evstream.resumable import _DATA, _DONE, LogReader, log_channel, log_entry
+
+    broker = MemoryBroker(history=100)
+    sid = "r" * 24
+
+    def wire(n: int) -> bytes:
+        kind = "event: tool\n" if n % 2 else ""
+        return f"id: {sid}.{n}\n{kind}data: e{n}\ndata: id: {sid}.{n + 1}\n\n".encode()
+
+    broker.publish(
+        log_channel(sid), log_entry(1, 3, wire(1) + wire(2) + wire(3)), event=_DATA, id=None
+    )
+    broker.publish(log_channel(sid), log_entry(4, 5, wire(4) + wire(5)), event=_DATA, id=None)
+    broker.publish(log_channel(sid), "5", event=_DONE, id=None)
+    for after in range(6):
+        reader = LogReader(broker, sid, after=after, queue_size=100, max_buffer=65536)
+        reader.wait_started(0)
+        out = b""
+        while (chunk := reader.take(1)) not in (b"", None):
+            out += chunk
+        assert out == b"".join(wire(n) for n in range(after + 1, 6)), after
+        reader.close()
+
+
+def test_the_first_response_is_fed_by_its_producer_and_detaches_on_close() -> None:
+    """The response that starts a stream reads from its producer, not the
+    broker (no subscriber registered for the log); closing it detaches it,
+    and the producer runs on to its end."""
+    import threading
+
+    from flask_evstream.resumable import _producers
+
+    app, _ = make_app()
+    go = threading.Event()
+
+    @app.post("/slow")
+    @sse_route(resumable=True)
+    def slow() -> t.Iterator[str]:
+        yield "first"
+        go.wait(10)
+        yield "second"
+
+    client = app.test_client()
+    response = client.post("/slow")
+    chunks = iter(response.response)
+    text = ""
+    while "first" not in text:
+        text += next(chunks).decode()
+    (producer,) = list(_producers)
+    assert len(producer._local) == 1
+    hub = app.extensions["evstream"].logs().hub
+    assert hub.count() == 1  # the producer's stop watcher only, not the reader
+    response.close()
+    assert producer._local == [] and producers() == 1
+    go.set()
+    wait_no_producers()
+    sid = response.headers["Content-Location"].rsplit("/", 1)[1]
+    assert [e["data"] for e in events(body(client.get(f"/evstream/streams/{sid}")))] == [
+        "first",
+        "second",
+    ]
