@@ -252,3 +252,41 @@ def test_a_fast_long_answer_arrives_whole(two: tuple[Server, Server]) -> None:
             with connect_sse(client, "GET", f"{one.url}/fast?n=9000") as source:
                 events = read(source)
             assert [d for _, _, d in events] == [f"f{i}" for i in range(9000)]
+
+
+def test_a_redis_outage_during_an_answer_ends_it_failed_and_runs_its_finally(
+    start_server: t.Callable[..., Server], redis_server: RedisServer, tmp_path: t.Any
+) -> None:
+    """The log's Redis dies mid-answer: the reader that started it (fed by
+    the producer) gets the ``failed`` ending, not a hang or a cut; the
+    generator is stopped and its ``finally`` runs; a resume is a 503."""
+    redis_server.admin.flushall()
+    (tmp_path / "outage").mkdir()
+    broker = RedisServer(tmp_path / "outage")
+    try:
+        env = {"EVSTREAM_BROKER_URL": broker.url, "TEST_REDIS_URL": redis_server.url}
+        server = start_server(APP, env=env)
+        body = {"prompt": "tok", "n": 2000, "delay": 0.01}
+        with httpx.Client(timeout=30) as client:
+            with connect_sse(client, "POST", f"{server.url}/chat", json=body) as source:
+                location = source.response.headers["content-location"]
+                stream = source.iter_sse()
+                got = read(stream, 3)
+                broker.kill()
+                got += read(stream)
+            sid = location.rsplit("/", 1)[1]
+            # (the ending has no id: a client keeps the last one, per the spec)
+            assert (got[-1][0], got[-1][2]) == ("evstream-end", '{"reason":"failed"}')
+            datas = [data for _, _, data in got[:-1]]
+            assert datas == [f"tok {i}" for i in range(len(datas))] and len(datas) < 2000
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                if any(x.startswith(sid) for x in redis_server.admin.lrange("test:finally", 0, -1)):
+                    break
+                time.sleep(0.05)
+            else:
+                raise AssertionError("the generator's finally did not run")
+            assert client.get(f"{server.url}{location}").status_code == 503
+            assert client.get(f"{server.url}/stats").json()["producers"] == 0
+    finally:
+        broker.stop()
