@@ -425,3 +425,45 @@ def test_publish_many_on_a_cluster_is_announced_in_order(
     assert live.wait_id(ids[-1]) == ids
     assert [e.data for e in live.events] == [f"e{i}" for i in range(700)]
     live.close()
+
+
+@pytest.mark.server
+def test_a_resumable_answer_on_a_cluster_resumes_on_the_other_server_and_stops(
+    start_server: t.Callable[..., Server], cluster: RedisClusterServers, redis_server: t.Any
+) -> None:
+    """Resumable streams end to end on the cluster (the log is one hash-tag
+    group, ``rs:{<stream id>}``): an answer cut after five events resumes on
+    the other server with exactly the rest; a DELETE on one server stops a
+    generator that runs on the other."""
+    from httpx_sse import connect_sse
+
+    cluster.flushall()
+    redis_server.admin.flushall()
+    env = {"EVSTREAM_BROKER_URL": cluster.url, "TEST_REDIS_URL": redis_server.url}
+    one = start_server("tests.apps.resumable:app", env=env)
+    two = start_server("tests.apps.resumable:app", env=env, workers=2)
+    with httpx.Client(timeout=30) as client:
+        body = {"prompt": "tok", "n": 30, "delay": 0.01}
+        with connect_sse(client, "POST", f"{one.url}/chat", json=body) as source:
+            location = source.response.headers["content-location"]
+            first = []
+            for sse in source.iter_sse():
+                first.append((sse.id, sse.data))
+                if len(first) == 5:
+                    break
+        headers = {"Last-Event-ID": first[-1][0]}
+        with connect_sse(client, "GET", f"{two.url}{location}", headers=headers) as source:
+            rest = [(sse.id, sse.data) for sse in source.iter_sse()]
+        sid = location.rsplit("/", 1)[1]
+        assert first + rest == [(f"{sid}.{i + 1}", f"tok {i}") for i in range(30)]
+        # Stop is a separate request, to the other server.
+        body = {"prompt": "long", "n": 100000, "delay": 0.01}
+        with connect_sse(client, "POST", f"{one.url}/chat", json=body) as source:
+            location = source.response.headers["content-location"]
+            events = source.iter_sse()
+            next(events)
+            assert client.delete(f"{two.url}{location}").status_code == 202
+            last = list(events)[-1]
+        assert (last.event, last.data) == ("evstream-end", '{"reason":"cancelled"}')
+    for server in (one, two):
+        assert "Traceback" not in server.log(), server.log()[-3000:]
