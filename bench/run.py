@@ -146,6 +146,9 @@ def _gunicorn_flags() -> list[str]:
 
 
 NO_CONTROL_SOCKET: list[str] = []
+#: Added to every gunicorn command: the bench's gc.freeze() config (see
+#: bench/gc_freeze.py), unless --no-gc-freeze.
+GC_FREEZE: list[str] = []
 
 
 def code_fingerprint() -> dict[str, t.Any]:
@@ -265,6 +268,7 @@ class Server:
                 "--backlog", "4096",
                 "--graceful-timeout", "2",
                 *NO_CONTROL_SOCKET,
+                *GC_FREEZE,
                 "-b", f"127.0.0.1:{self.port}",
                 "--log-level", "warning",
                 self.target,
@@ -750,8 +754,13 @@ def build_report(data: dict[str, t.Any]) -> tuple[str, dict[str, t.Any]]:
         + ", ".join(f"{k} {v}" for k, v in env["versions"].items())
         + ". Servers pinned to core "
         f"{cfg['server_core']}, client to core {cfg['client_core']}. gunicorn: "
-        "`-k gevent -w 1 --worker-connections 20000`; uvicorn: 1 process, "
-        f"{env['uvicorn_stack']}."
+        "`-k gevent -w 1 --worker-connections 20000`"
+        + (
+            ", the worker freezes what it loaded (gc.freeze(), bench/gc_freeze.py)"
+            if cfg.get("gc_freeze", False)
+            else ", no gc.freeze()"
+        )
+        + f"; uvicorn: 1 process, {env['uvicorn_stack']}."
     )
     w("")
     start, end = env.get("code_start", {}), env.get("code_end", {})
@@ -1214,6 +1223,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--open-rate", type=float, help="A: connections opened per second (default 2000)"
     )
+    p.add_argument(
+        "--gc-freeze",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="gunicorn servers freeze what their worker loaded, as flask_evstream.gunicorn_conf"
+        " does (default; --no-gc-freeze: not)",
+    )
     p.add_argument("--heartbeat", type=float, help="A: heartbeat interval s (default 5; quick 2)")
     p.add_argument(
         "--hold", type=float, help="A: hold after the last level, s (default heartbeat + 2)"
@@ -1299,6 +1315,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
     raise_nofile()
     NO_CONTROL_SOCKET[:] = _gunicorn_flags()
+    GC_FREEZE[:] = ["-c", "python:bench.gc_freeze"] if cfg.gc_freeze else []
     out = Path(cfg.out)
     logdir = out / "logs"
     logdir.mkdir(parents=True, exist_ok=True)

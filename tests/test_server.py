@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 import typing as t
 
@@ -204,6 +207,28 @@ def test_exception_mid_stream_is_logged_and_ends_only_that_stream(
     # The same worker serves on.
     assert gevent_server.stats()["pid"] == pid
     assert [e.data for e in sse_events(gevent_server, "GET", "/events?n=1")] == ['{"i":0}']
+
+
+def test_worker_freezes_what_it_loaded_unless_told_not_to(
+    gevent_server: Server, start_server: t.Callable[..., Server]
+) -> None:
+    # Flask, werkzeug, gevent and the app: tens of thousands of objects,
+    # left out of every later collection.
+    assert gevent_server.stats()["gc_frozen"] > 10_000
+    server = start_server(env={"EVSTREAM_GC_FREEZE": "0"})
+    assert server.stats()["gc_frozen"] == 0
+    assert [e.data for e in sse_events(server, "GET", "/events?n=1")] == ['{"i":0}']
+
+
+def test_gc_freeze_setting_is_checked() -> None:
+    out = subprocess.run(
+        [sys.executable, "-c", "import flask_evstream.gunicorn_conf"],
+        env={**os.environ, "EVSTREAM_GC_FREEZE": "yes"},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode != 0
+    assert "ValueError: EVSTREAM_GC_FREEZE must be 0 or 1, got 'yes'" in out.stderr
 
 
 @pytest.mark.slow

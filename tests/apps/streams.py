@@ -52,6 +52,7 @@ def stats() -> t.Any:
         finally_count=finally_count,
         greenlets=_greenlets(),
         threads=threading.active_count(),
+        gc_frozen=gc.get_freeze_count(),
     )
 
 
