@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gevent]'
 # One worker: the demo's broker is memory://, which lives in one process. For
 # more workers, name Redis too, e.g.
-#   DEMO_EVSTREAM_BROKER_URL=redis://localhost:6379/0 EVSTREAM_WORKERS=4 bash example_app/run.sh
+#   FLASK_EVSTREAM_BROKER_URL=redis://localhost:6379/0 EVSTREAM_WORKERS=4 bash example_app/run.sh
 export EVSTREAM_BIND=${EVSTREAM_BIND:-127.0.0.1:8000} EVSTREAM_WORKERS=${EVSTREAM_WORKERS:-1}
 echo "Open http://${EVSTREAM_BIND}/"
-exec .venv/bin/gunicorn -c python:flask_evstream.gunicorn_conf example_app.app:app
+exec .venv/bin/gunicorn -c python:flask_evstream.gunicorn_conf 'example_app:create_app()'

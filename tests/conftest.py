@@ -75,7 +75,9 @@ class Server:
         python: str = sys.executable,
         cwd: Path = ROOT,
         threads: int = 16,
+        ready_path: str = "/stats",
     ) -> None:
+        self.ready_path = ready_path
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = tmp / f"gunicorn-{self.port}.log"
@@ -116,7 +118,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + "/stats", timeout=2).status_code == 200:
+                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log()}")

@@ -20,6 +20,8 @@ class CuttingProxy:
         self._lock = threading.Lock()
         self._open: set[socket.socket] = set()
         self.connections = 0
+        #: While set, new connections are reset at once (a network that is down).
+        self.refusing = False
         self._closed = False
         threading.Thread(target=self._accept, daemon=True).start()
 
@@ -29,6 +31,11 @@ class CuttingProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                with contextlib.suppress(OSError):
+                    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                client.close()
+                continue
             with self._lock:
                 backend = next(self._backends)
                 self.connections += 1
