@@ -14,3 +14,7 @@ import typing as t
 def post_worker_init(worker: t.Any) -> None:
     gc.collect()
     gc.freeze()
+
+
+def worker_exit(server: t.Any, worker: t.Any) -> None:
+    gc.unfreeze()  # a clean interpreter exit, as flask_evstream.gunicorn_conf

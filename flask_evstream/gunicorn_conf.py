@@ -190,7 +190,11 @@ def worker_exit(server: t.Any, worker: t.Any) -> None:
     """Let the worker's resumable streams' producers run to their end
     within ``graceful_timeout`` (their readers reconnected elsewhere and
     read the same log), close those still running (their streams end
-    ``lost``), then close the brokers (Redis connections and readers)."""
+    ``lost``), then close the brokers (Redis connections and readers), and
+    give the objects frozen at start back to the garbage collector: the
+    interpreter's exit then tears them down in its usual order (frozen, a
+    logging handler outlived the threading module under gevent and its
+    clean-up printed a traceback)."""
     from .brokers.base import all_brokers
     from .resumable import close_producers, producers
 
@@ -210,3 +214,5 @@ def worker_exit(server: t.Any, worker: t.Any) -> None:
             broker.close()
         except Exception:
             worker.log.exception("flask-evstream: closing broker %r failed", broker)
+    if GC_FREEZE:
+        gc.unfreeze()

@@ -215,6 +215,12 @@ def test_worker_freezes_what_it_loaded_unless_told_not_to(
     # Flask, werkzeug, gevent and the app: tens of thousands of objects,
     # left out of every later collection.
     assert gevent_server.stats()["gc_frozen"] > 10_000
+    # ... and given back at exit: the interpreter's teardown stays clean.
+    frozen = start_server()
+    assert frozen.stats()["gc_frozen"] > 10_000
+    frozen.stop()
+    assert "Worker exiting" in frozen.log()
+    assert "Traceback" not in frozen.log(), frozen.log()
     server = start_server(env={"EVSTREAM_GC_FREEZE": "0"})
     assert server.stats()["gc_frozen"] == 0
     assert [e.data for e in sse_events(server, "GET", "/events?n=1")] == ['{"i":0}']
