@@ -67,8 +67,11 @@ source.addEventListener("notification", (e) => {
   changed("add", item);
 });
 source.addEventListener("evstream-gap", () => {
+  // On the first load the page asked for everything: a gap then only says
+  // that the history kept is shorter than all there ever was.
+  const reload = items.size > 0;
   items.clear();
-  changed("gap");
+  changed(reload ? "gap" : "clear");
 });
 // Another tab marked them read.
 window.addEventListener("storage", (e) => {
