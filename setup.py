@@ -34,6 +34,7 @@ setup(
             "requests>=2.31",
             "requests-sse>=0.3",
             "openai>=1.30",
+            "flask-cors>=4",
             "playwright>=1.40",
             "gevent>=23.9",
             "gunicorn>=21.2",

@@ -87,6 +87,10 @@ timeout = 30
 graceful_timeout = _int_env("EVSTREAM_GRACEFUL_TIMEOUT", 10)
 # Keep-alive between requests on one connection (not within a stream).
 keepalive = 5
+# gunicorn's access log line (when --access-logfile is given) with the path
+# instead of the request line: no query string, where EventSource clients
+# carry tokens (EventSource cannot send headers).
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(m)s %(U)s %(H)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 # Trust X-Forwarded-* from local proxies only (gunicorn's default).
 forwarded_allow_ips = "127.0.0.1,::1"
 # gunicorn 25+ opens a control socket at one fixed path shared by every

@@ -127,7 +127,9 @@ const sleep = (ms, signal) =>
 
 // Read a stream. Options: method, headers, body (the first request only),
 // signal, onOpen(response), onEvent({type, data, lastEventId}), onEnd(reason),
-// resumeKey (keep the resume URL and last id in sessionStorage), fetch.
+// resumeKey (keep the resume URL and last id in sessionStorage), credentials
+// (fetch's: "include" sends cookies to another origin, on every request of
+// the stream: the first, each resume and the stop), fetch.
 // Returns {stop(), done}: `done` resolves with the ending's reason:
 // "done", "cancelled", "failed", "lost", "expired" (the server's endings),
 // "stopped" (stop()), "network" (a stream that cannot resume broke),
@@ -142,6 +144,7 @@ export function stream(url, options = {}) {
     onEvent,
     onEnd,
     resumeKey,
+    credentials = "same-origin",
     fetch: fetchImpl = globalThis.fetch.bind(globalThis),
     maxDelay = 30000,
   } = options;
@@ -178,7 +181,7 @@ export function stream(url, options = {}) {
         : { method: "GET", headers: { ...withoutBodyHeaders(headers), ...(lastId ? { "Last-Event-ID": lastId } : {}) } };
       let gotEvents = false;
       try {
-        const response = await fetchImpl(target, { ...init, signal: controller.signal, cache: "no-store" });
+        const response = await fetchImpl(target, { ...init, credentials, signal: controller.signal, cache: "no-store" });
         if (response.status === 204) return finish("done");
         if (response.status === 404) return finish("not-found");
         if (!response.ok) {
@@ -248,7 +251,7 @@ export function stream(url, options = {}) {
       stopped = true;
       controller.abort();
       if (resumable) {
-        fetchImpl(resumeUrl, { method: "DELETE", headers: withoutBodyHeaders(headers) }).catch(() => {});
+        fetchImpl(resumeUrl, { method: "DELETE", headers: withoutBodyHeaders(headers), credentials }).catch(() => {});
       }
       finish("stopped");
       return done;
