@@ -40,6 +40,7 @@ setup(
             "gunicorn>=21.2",
             "mypy>=1.8",
             "ruff>=0.4",
+            "tox>=4",
         ],
         "bench": ["sse-starlette>=2", "uvicorn>=0.29"],
         "docs": ["sphinx>=7"],
