@@ -26,6 +26,7 @@ PYTHON=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tests,gevent,redis,docs]'
 
 .venv/bin/ruff check flask_evstream tests example_app bench
+.venv/bin/ruff format --check flask_evstream tests example_app bench
 .venv/bin/mypy
 .venv/bin/sphinx-build -q -E -W -b dirhtml docs "$(mktemp -d)"
 .venv/bin/python -m pytest "$@"
