@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from httpx_sse import connect_sse
 
 from .conftest import Server, free_port
 from .sockets import RawStream
@@ -120,3 +121,45 @@ def test_heartbeats_and_headers_through_nginx(
     assert stream.read_until(b":\n") == b":\n"
     assert stream.read_until(b": ping\n") == b": ping\n"
     stream.close()
+
+
+def test_heartbeats_keep_a_stream_past_proxy_read_timeout(
+    nginx: t.Callable[[str], Nginx], gevent_server: Server
+) -> None:
+    # nginx closes an upstream that sends nothing for proxy_read_timeout (1 s
+    # here); the server's heartbeat (0.5 s) keeps a quiet stream open.
+    proxy = nginx("proxy_read_timeout 1s;")
+    quiet = RawStream(proxy.url, "/quiet", timeout=10)
+    deadline = time.monotonic() + 4  # four times the proxy's timeout
+    pings = 0
+    while time.monotonic() < deadline:
+        assert quiet.read_until(b": ping\n").endswith(b": ping\n")
+        pings += 1
+    quiet.close()
+    assert pings >= 4
+    # The control: a stream with no heartbeat for a minute is cut by nginx.
+    silent = RawStream(proxy.url, "/silent", timeout=30)
+    assert silent.status == 200
+    assert silent.read_until(b":\n") == b":\n"
+    with pytest.raises(EOFError):
+        silent.read_until(b"late")
+    silent.close()
+
+
+def test_last_event_id_and_the_resume_url_pass_through_nginx(
+    nginx: t.Callable[[str], Nginx], gevent_server: Server
+) -> None:
+    proxy = nginx("")
+    with httpx.Client(base_url=proxy.url, timeout=10) as http:
+        # Last-Event-ID reaches the app: it continues after step 7.
+        response = http.get("/resume", headers={"Last-Event-ID": "7"})
+        assert b'data: {"step":8}' in response.content
+        assert b'data: {"step":7}' not in response.content
+        # A resumable answer through nginx, then resumed by GET through it.
+        with connect_sse(http, "POST", "/answer?n=6") as source:
+            location = source.response.headers["content-location"]
+            events = list(source.iter_sse())
+        assert [e.data for e in events] == [f'{{"i":{i}}}' for i in range(6)]
+        with connect_sse(http, "GET", location, headers={"Last-Event-ID": events[2].id}) as source:
+            rest = list(source.iter_sse())
+        assert [(e.id, e.data) for e in rest] == [(e.id, e.data) for e in events[3:]]

@@ -117,6 +117,22 @@ def quiet() -> t.Iterator[t.Any]:
         finally_count += 1
 
 
+@app.get("/silent")
+@sse_route(heartbeat=60)
+def silent() -> t.Iterator[t.Any]:
+    """The opening, then nothing for a minute: no heartbeat either."""
+    _gate("never").wait(60)
+    yield "late"
+
+
+@app.post("/answer")
+@sse_route(resumable=True)
+def answer() -> t.Iterator[t.Any]:
+    """A resumable answer of ``n`` events."""
+    for i in range(int(request.args.get("n", "5"))):
+        yield {"i": i}
+
+
 @app.get("/resume")
 @sse_route(ids=True)
 def resume() -> t.Iterator[t.Any]:
