@@ -35,6 +35,9 @@ setup(
             "requests-sse>=0.3",
             "openai>=1.30",
             "playwright>=1.40",
+            "trustme>=1.1",
+            "cryptography>=3.1",
+            "h2>=4.1",  # gunicorn's own HTTP/2, which tests/test_http2.py shows stalling
             "gevent>=23.9",
             "gunicorn>=21.2",
             "mypy>=1.8",
