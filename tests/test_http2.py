@@ -13,6 +13,10 @@ page opens ten ``EventSource`` streams to its own origin:
   opens six connections per origin and holds the other streams back: the
   server sees exactly six requests while those six stay open, and one more
   each time the page closes one.
+
+And gunicorn's own HTTP/2 (``--http-protocols h2,h1``, no proxy) serves the
+streams of one connection one after another, which is why the docs
+recommend the proxy instead.
 """
 
 from __future__ import annotations
