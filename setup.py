@@ -36,6 +36,9 @@ setup(
             "openai>=1.30",
             "flask-cors>=4",
             "playwright>=1.40",
+            "trustme>=1.1",
+            "cryptography>=3.1",
+            "h2>=4.1",  # gunicorn's own HTTP/2, which tests/test_http2.py shows stalling
             "gevent>=23.9",
             "gunicorn>=21.2",
             "mypy>=1.8",

@@ -76,10 +76,13 @@ class Server:
         cwd: Path = ROOT,
         threads: int = 16,
         ready_path: str = "/stats",
+        scheme: str = "http",
+        verify: t.Any = True,
     ) -> None:
         self.ready_path = ready_path
+        self.verify = verify  # httpx's, for an https server (gunicorn's --certfile)
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{scheme}://127.0.0.1:{self.port}"
         self.log_path = tmp / f"gunicorn-{self.port}.log"
         cmd = [
             python,
@@ -118,7 +121,8 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(self.url + self.ready_path, timeout=2).status_code == 200:
+                ready = httpx.get(self.url + self.ready_path, timeout=2, verify=self.verify)
+                if ready.status_code == 200:
                     return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log()}")
@@ -129,7 +133,8 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stats(self) -> dict[str, t.Any]:
-        return httpx.get(self.url + "/stats", timeout=10).json()  # type: ignore[no-any-return]
+        stats = httpx.get(self.url + "/stats", timeout=10, verify=self.verify)
+        return stats.json()  # type: ignore[no-any-return]
 
     def wait_stats(
         self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float

@@ -25,12 +25,17 @@ pid {tmp}/nginx.pid;
 error_log {tmp}/error.log warn;
 events {{ worker_connections 1024; }}
 http {{
-    access_log off;
+    {log}
     client_body_temp_path {tmp}/body;
     proxy_temp_path {tmp}/proxy;
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+{servers}
+}}
+"""
+
+SERVER = """
     server {{
         listen 127.0.0.1:{port};
         location / {{
@@ -40,28 +45,69 @@ http {{
             {extra}
         }}
     }}
-}}
 """
+
+#: An access log line: the protocol the client spoke, nginx's connection
+#: number, the status and the request (for tests that read what reached nginx).
+LOG_FORMAT = "log_format evstream '$server_protocol $connection $status $request_uri';"
+
+
+def nginx_binary() -> str:
+    return shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 class Nginx:
-    def __init__(self, upstream: str, tmp: Path, extra: str = "") -> None:
+    """Debian's nginx in the foreground, with a config made of ``servers``
+    (one or more ``server`` blocks) in a fresh ``http`` block.
+
+    With no ``servers``, one plain-HTTP proxy to ``upstream`` on a free port,
+    with ``extra`` in its ``location``. ``ready`` is a URL that answers
+    once nginx is up (default ``<url>/stats``); :attr:`access_log` has a
+    line per finished request in :data:`LOG_FORMAT`.
+    """
+
+    def __init__(
+        self,
+        upstream: str,
+        tmp: Path,
+        extra: str = "",
+        *,
+        servers: str | None = None,
+        ready: str | None = None,
+    ) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        tmp.mkdir(parents=True, exist_ok=True)
+        if servers is None:
+            servers = SERVER.format(port=self.port, upstream=upstream, extra=extra)
+        self.access_log = tmp / "access.log"
+        self.error_log = tmp / "error.log"
+        log = f"{LOG_FORMAT}\n    access_log {self.access_log} evstream;"
         conf = tmp / "nginx.conf"
-        conf.write_text(CONFIG.format(tmp=tmp, port=self.port, upstream=upstream, extra=extra))
-        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.proc = subprocess.Popen([nginx, "-c", str(conf)])
+        conf.write_text(CONFIG.format(tmp=tmp, log=log, servers=servers))
+        # nginx -t first: a bad config fails here with nginx's own message.
+        check = subprocess.run(
+            [nginx_binary(), "-t", "-q", "-c", str(conf)], capture_output=True, text=True
+        )
+        if check.returncode != 0:
+            raise RuntimeError(f"nginx -t rejected {conf}:\n{check.stderr}")
+        self.proc = subprocess.Popen([nginx_binary(), "-c", str(conf)])
+        ready = ready or self.url + "/stats"
         deadline = time.monotonic() + 10
         while True:
             try:
-                httpx.get(self.url + "/stats", timeout=2)
+                httpx.get(ready, timeout=2)
                 return
             except httpx.HTTPError:
                 if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"nginx did not start, see {tmp}/error.log") from None
+                    raise RuntimeError(f"nginx did not start, see {self.error_log}") from None
                 time.sleep(0.05)
+
+    def log_lines(self) -> list[str]:
+        """The access log so far (nginx writes a line when a request ends)."""
+        if not self.access_log.exists():
+            return []
+        return self.access_log.read_text().splitlines()
 
     def stop(self) -> None:
         self.proc.terminate()

@@ -11,6 +11,7 @@ from flask import Flask, jsonify, request
 
 from flask_evstream import (
     BrokerUnavailable,
+    Event,
     EvStream,
     Subscription,
     last_event_id,
@@ -29,6 +30,13 @@ app.config.update(
 )
 sse = EvStream(app)
 
+#: The process that imported this module: gunicorn's master under --preload.
+LOADED_IN = os.getpid()
+if os.environ.get("TEST_PUBLISH_AT_IMPORT"):
+    # Use Redis before gunicorn forks (what an app that publishes a start-up
+    # event does under --preload): the master then holds a connection.
+    sse.publish("boot", "loaded")
+
 
 @sse.authorize
 def may_read(channel: str) -> bool:
@@ -45,7 +53,13 @@ def rss_kib() -> int:
 
 @app.get("/stats")
 def stats() -> t.Any:
-    return jsonify(pid=os.getpid(), live=live_streams(), subscriptions=subscribers(), rss=rss_kib())
+    return jsonify(
+        pid=os.getpid(),
+        loaded_in=LOADED_IN,
+        live=live_streams(),
+        subscriptions=subscribers(),
+        rss=rss_kib(),
+    )
 
 
 @app.post("/publish/<channel>")
@@ -62,6 +76,16 @@ def publish(channel: str) -> t.Any:
 def sub() -> Subscription:
     """A plain relay: the subscription is read in the request's greenlet."""
     return sse.subscribe(request.args.getlist("c"), last_event_id=last_event_id())
+
+
+@app.get("/sub-pid")
+@sse_route()
+def sub_pid() -> t.Iterator[t.Any]:
+    """First an event naming the worker that serves this stream, then the
+    subscription (from ``Last-Event-ID``, so nothing depends on when it
+    registers)."""
+    yield Event(str(os.getpid()), event="pid")
+    yield from sse.subscribe(request.args.getlist("c"), last_event_id=last_event_id())
 
 
 @app.get("/gen")

@@ -90,6 +90,42 @@ def release(name: str) -> t.Any:
     return "", 204
 
 
+#: Per barrier name: requests that arrived, and those still open.
+arrived: dict[str, int] = {}
+held: dict[str, int] = {}
+
+
+@app.get("/barrier/<name>")
+@sse_route()
+def barrier(name: str) -> t.Iterator[t.Any]:
+    """Count this request in; once ``n`` requests of ``name`` have arrived,
+    yield one event saying so, then stay open (heartbeats only) until the
+    client goes away. A stream that got the event was open at the same time
+    as ``n - 1`` others, whatever the timing. One that waited ``timeout``
+    seconds gets a ``timeout`` event instead and ends."""
+    n = int(request.args.get("n", "1"))
+    timeout = float(request.args.get("timeout", "60"))
+    arrived[name] = arrival = arrived.get(name, 0) + 1
+    held[name] = held.get(name, 0) + 1
+    try:
+        everyone = _gate(f"barrier-{name}")
+        if arrival >= n:
+            everyone.set()
+        if not everyone.wait(timeout):
+            yield Event(f"only {arrived[name]} of {n} arrived", event="timeout")
+            return
+        yield {"arrival": arrival, "arrived": arrived[name]}
+        _gate("never").wait()
+        yield "never"
+    finally:
+        held[name] -= 1
+
+
+@app.get("/barrier-stats/<name>")
+def barrier_stats(name: str) -> t.Any:
+    return jsonify(arrived=arrived.get(name, 0), held=held.get(name, 0))
+
+
 @app.get("/blocked")
 @sse_route(retry=1000)
 def blocked() -> t.Iterator[t.Any]:
