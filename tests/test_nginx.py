@@ -12,7 +12,7 @@ import httpx
 import pytest
 from httpx_sse import connect_sse
 
-from .conftest import Server, free_port
+from .conftest import ROOT, Server, free_port
 from .sockets import RawStream
 
 pytestmark = pytest.mark.server
@@ -35,15 +35,25 @@ http {{
 }}
 """
 
+#: The documented location block (docs/deploy.rst includes this file).
+LOCATION = (ROOT / "docs" / "_snippets" / "nginx-location.conf").read_text()
+assert LOCATION.count("http://127.0.0.1:8000") == 1
+
+
+def location(upstream: str, extra: str = "") -> str:
+    """The documented location, proxying to ``upstream``, with ``extra``
+    (which replaces the documented ``proxy_read_timeout`` if it sets one)."""
+    block = LOCATION.replace("http://127.0.0.1:8000", upstream)
+    if "proxy_read_timeout" in extra:
+        block = "\n".join(line for line in block.splitlines() if "proxy_read_timeout" not in line)
+    body, brace = block.rstrip().rsplit("}", 1)
+    return f"{body}    {extra}\n}}{brace}"
+
+
 SERVER = """
     server {{
         listen 127.0.0.1:{port};
-        location / {{
-            proxy_pass {upstream};
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            {extra}
-        }}
+        {location}
     }}
 """
 
@@ -79,7 +89,7 @@ class Nginx:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         if servers is None:
-            servers = SERVER.format(port=self.port, upstream=upstream, extra=extra)
+            servers = SERVER.format(port=self.port, location=location(upstream, extra))
         self.access_log = tmp / "access.log"
         self.error_log = tmp / "error.log"
         log = f"{LOG_FORMAT}\n    access_log {self.access_log} evstream;"
