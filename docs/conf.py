@@ -1,3 +1,4 @@
+import doctest
 import re
 import sys
 from pathlib import Path
@@ -44,3 +45,6 @@ html_sidebars = {
     "**": ["localtoc.html", "relations.html", "searchbox.html"],
 }
 html_show_sourcelink = False
+
+# Doctests compare the whole exception message, not only its type.
+doctest_default_flags = doctest.ELLIPSIS | doctest.DONT_ACCEPT_TRUE_FOR_1
