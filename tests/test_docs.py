@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 
-from flask_evstream import Event, GAP_EVENT, live_streams
+from flask_evstream import GAP_EVENT, Event
 from flask_evstream import extension as extension_module
 from flask_evstream.extension import DEFAULTS, Settings
 from flask_evstream.testing import iter_events, read_events
@@ -154,9 +154,7 @@ def test_init_app_docstring_names_every_key() -> None:
 
 
 @pytest.mark.parametrize("key", list(DEFAULTS))
-def test_each_environment_form_reaches_the_key(
-    key: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_each_environment_form_reaches_the_key(key: str, monkeypatch: pytest.MonkeyPatch) -> None:
     env = reference("py:data")[key]["Environment"]
     name, _, raw = re.fullmatch(r"``(.*)``", env)[1].partition("=")  # type: ignore[index]
     assert name == f"FLASK_{key}"
@@ -246,7 +244,9 @@ def test_each_gunicorn_example_sets_what_it_says(name: str) -> None:
         assert done.stdout.strip() == "False", done.stderr
         return
     default = print_config({}, "-c", "python:flask_evstream.gunicorn_conf", "quickstart:app")
-    changed = print_config({name: raw}, "-c", "python:flask_evstream.gunicorn_conf", "quickstart:app")
+    changed = print_config(
+        {name: raw}, "-c", "python:flask_evstream.gunicorn_conf", "quickstart:app"
+    )
     setting = GUNICORN_SETTING[name]
     assert changed[setting] != default[setting]
     expected = [b.strip() for b in raw.split(",")] if name == "EVSTREAM_BIND" else int(raw)
@@ -477,7 +477,10 @@ def test_ids_resume_from_last_event_id() -> None:
         ("4", '{"step":"publish"}'),
     ]
     events = read_events(client.get("/job", headers={"Last-Event-ID": "2"}))
-    assert [(e.id, e.data) for e in events] == [("3", '{"step":"index"}'), ("4", '{"step":"publish"}')]
+    assert [(e.id, e.data) for e in events] == [
+        ("3", '{"step":"index"}'),
+        ("4", '{"step":"publish"}'),
+    ]
     assert [e.id for e in read_events(client.get("/job?lastEventId=3"))] == ["4"]
     assert [e.id for e in read_events(client.get("/job", headers={"Last-Event-ID": "²"}))] == [
         "1",
@@ -543,7 +546,13 @@ def test_progress_and_its_fragments_in_process() -> None:
         if event.event == "done":
             break
     response.close()
-    assert got == [("progress", 25), ("progress", 50), ("progress", 75), ("progress", 100), ("done", 100)]
+    assert got == [
+        ("progress", 25),
+        ("progress", 50),
+        ("progress", 75),
+        ("progress", 100),
+        ("done", 100),
+    ]
     html = client.post("/jobs/html").get_data(as_text=True)
     job = re.search(r'sse-connect="/jobs/(\w+)/fragments"', html)[1]  # type: ignore[index]
     assert 'hx-ext="sse"' in html and 'sse-swap="progress"' in html and 'sse-close="done"' in html

@@ -260,3 +260,32 @@ class _AllNodes:
     def script_flush(self) -> None:
         for node in self._cluster.nodes:
             node.admin.script_flush()
+
+
+def test_owned_chat_only_its_owner_resumes_or_stops(server: RedisServer) -> None:
+    """docs/resumable.rst's authorize hook, with the owners in Redis."""
+    from docs.examples.owned_chat import create_app
+
+    app = create_app(server.url)
+    try:
+        client = app.test_client()
+        assert client.post("/chat", json={"prompt": "hi"}).status_code == 401
+        client.post("/login", json={"user": "ada"})
+        response = client.post("/chat", json={"prompt": "hi"})
+        location = response.headers["Content-Location"]
+        events = read_events(response)
+        assert [e.data for e in events] == ["You ", "asked: ", "hi "]
+        sid = location.rsplit("/", 1)[1]
+        assert server.admin.get(f"owner:{sid}") == "ada"
+        assert 0 < server.admin.ttl(f"owner:{sid}") <= 3600
+        again = read_events(client.get(location, headers={"Last-Event-ID": events[0].id}))
+        assert [e.data for e in again] == ["asked: ", "hi "]
+        other = app.test_client()
+        other.post("/login", json={"user": "bob"})
+        assert other.get(location).status_code == 403
+        assert other.delete(location).status_code == 403
+        assert app.test_client().get(location).status_code == 403  # nobody logged in
+        assert client.delete(location).status_code == 202
+    finally:
+        close(app)
+        app.extensions["owners"].close()

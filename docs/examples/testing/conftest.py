@@ -1,9 +1,9 @@
 import time
 
 import pytest
+from myapp import create_app
 
 from flask_evstream import live_streams, subscribers
-from myapp import create_app
 
 
 @pytest.fixture
