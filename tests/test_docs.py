@@ -3,7 +3,8 @@ every key of ``extension.py`` with its real default and a working
 environment form, and every gunicorn variable; every code sample of the
 pages is run by a test (this module checks that each one is claimed); the
 example apps of ``docs/examples/`` run against Flask's test client; the
-JavaScript parses; the benchmark tables are the README's.
+JavaScript parses; the benchmark tables are the README's; the samples in
+the docstrings that the API reference shows run.
 
 The samples that need a real server or a browser are run by
 ``tests/test_docs_server.py``; the Redis ACL by ``tests/test_docs_redis.py``;
@@ -19,6 +20,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import textwrap
 import threading
 import typing as t
 from pathlib import Path
@@ -606,3 +608,140 @@ def test_the_testing_page_project_passes(tmp_path: Path) -> None:
 
 def test_gap_event_name_is_the_one_the_pages_listen_for() -> None:
     assert f'"{GAP_EVENT}"' in (EXAMPLES / "notify.html").read_text()
+
+
+# -- the samples of the docstrings (the API reference shows them) --------------
+
+
+def docstring_samples() -> dict[str, list[str]]:
+    """The ``::`` blocks of every docstring in flask_evstream, by the
+    object they document (``module`` or ``module.qualname``)."""
+    import inspect
+
+    import flask_evstream
+
+    found: dict[str, list[str]] = {}
+    package = Path(flask_evstream.__file__).parent
+    for path in sorted(package.rglob("*.py")):
+        name = ".".join(path.relative_to(package.parent).with_suffix("").parts)
+        name = name.removesuffix(".__init__")
+        module = importlib.import_module(name)
+        objects: list[tuple[str, t.Any]] = [(name, module)]
+        for attr, value in vars(module).items():
+            if getattr(value, "__module__", None) == name and (
+                inspect.isfunction(value) or inspect.isclass(value)
+            ):
+                objects.append((f"{name}.{attr}", value))
+                if inspect.isclass(value):
+                    objects += [
+                        (f"{name}.{attr}.{m}", v)
+                        for m, v in vars(value).items()
+                        if inspect.isfunction(v)
+                    ]
+        for where, obj in objects:
+            doc = inspect.getdoc(obj) or ""
+            blocks = []
+            lines = doc.splitlines()
+            for i, line in enumerate(lines):
+                if line.rstrip().endswith("::") and not line.lstrip().startswith(".."):
+                    body = []
+                    for following in lines[i + 1 :]:
+                        if following.strip() and not following.startswith(" "):
+                            break
+                        body.append(following)
+                    blocks.append(textwrap.dedent("\n".join(body)).strip() + "\n")
+            if blocks:
+                found[where] = blocks
+    return found
+
+
+def run_sample(code: str, namespace: dict[str, t.Any]) -> dict[str, t.Any]:
+    exec(compile(code, "<docstring sample>", "exec"), namespace)
+    return namespace
+
+
+def test_docstring_samples_run(tmp_path: Path) -> None:
+    import time
+
+    from flask_evstream import EvStream, last_event_id, parse_event_id, sse_route
+
+    found = docstring_samples()
+    assert sorted(found) == [
+        "flask_evstream.channels.Subscription",
+        "flask_evstream.decorator.sse_route",
+        "flask_evstream.extension.EvStream",
+        "flask_evstream.extension.EvStream.authorize",
+        "flask_evstream.gunicorn_conf",
+        "flask_evstream.helpers.parse_event_id",
+        "flask_evstream.testing",
+    ], "a docstring sample no test runs: add it here"
+
+    [code] = found["flask_evstream.helpers.parse_event_id"]
+    app = Flask("doc")
+    with app.test_request_context(headers={"Last-Event-ID": "41"}):
+        assert (
+            run_sample(code, {"parse_event_id": parse_event_id, "last_event_id": last_event_id})[
+                "done"
+            ]
+            == 41
+        )
+    with app.test_request_context(headers={"Last-Event-ID": "x"}):
+        assert (
+            run_sample(code, {"parse_event_id": parse_event_id, "last_event_id": last_event_id})[
+                "done"
+            ]
+            == 0
+        )
+
+    [code] = found["flask_evstream.decorator.sse_route"]
+    app = Flask("doc")
+    run_sample(code, {"app": app, "sse_route": sse_route, "time": time})
+    [event] = read_events(app.test_client().get("/clock"), limit=1)
+    assert event.retry == 3000 and "now" in json.loads(event.data)
+
+    [code] = found["flask_evstream.testing"]
+    test = run_sample(code, {})["test_clock"]
+    test(app.test_client())  # the sse_route sample's clock has retry=3000
+
+    [code] = found["flask_evstream.extension.EvStream"]
+    direct, factory = code.split("# or, with an app factory:\n")
+    views = factory[factory.index("@app.get") :]
+    for setup in (direct, factory[: factory.index("@app.get")]):
+        app = Flask("doc")
+        names = run_sample(
+            setup + views,
+            {
+                "app": app,
+                "EvStream": EvStream,
+                "sse_route": sse_route,
+                "last_event_id": last_event_id,
+            },
+        )
+        response = app.test_client().get("/news")
+        threading.Timer(0.05, names["sse"].publish, ("news", "hi")).start()
+        assert read_events(response, limit=1)[0].data == "hi"
+
+    [code] = found["flask_evstream.extension.EvStream.authorize"]
+    app = Flask("doc")
+    sse = EvStream(app)
+    user = type("User", (), {"is_admin": False})()
+    may_read = run_sample(code, {"sse": sse, "current_user": user})["may_read"]
+    assert sse._authorize is may_read
+    assert may_read("news") and not may_read("payroll")
+
+    [code] = found["flask_evstream.channels.Subscription"]
+    app = Flask("doc")
+    sse = EvStream(app)
+    sse.publish("jobs", "first")
+    code = code.replace('sse.subscribe("jobs")', 'sse.subscribe("jobs", last_event_id="0")')
+    code = code.replace("...", "got.append(event.data); break")
+    assert run_sample(code, {"sse": sse, "got": []})["got"] == ["first"]
+    assert extension_module.subscribers(app) == 0  # the with block closed it
+
+    command, config = found["flask_evstream.gunicorn_conf"]
+    assert shlex.split(command)[:3] == ["gunicorn", "-c", "python:flask_evstream.gunicorn_conf"]
+    assert print_config({}, *shlex.split(command)[1:-1], "quickstart:app")["workers"]
+    (tmp_path / "conf.py").write_text(config)
+    settings = print_config({}, "-c", str(tmp_path / "conf.py"), "quickstart:app")
+    assert ast.literal_eval(settings["bind"]) == ["0.0.0.0:9000"]
+    assert settings["worker_class"] == "gevent"
