@@ -46,7 +46,7 @@ setup(
             "tox>=4",
         ],
         "bench": ["sse-starlette>=2", "uvicorn>=0.29"],
-        "docs": ["sphinx>=7"],
+        "docs": ["sphinx>=7", "pallets-sphinx-themes>=2.1"],
     },
     classifiers=[
         "Framework :: Flask",

@@ -402,6 +402,19 @@ class EvStream:
         - ``EVSTREAM_CHANNEL_TTL``: seconds a channel's history is kept after
           its last publish (Redis keys expire, the memory broker frees it);
           ``0`` or ``None`` keeps it forever. Default 86400 (a day).
+        - ``EVSTREAM_RESUME_TTL``: seconds a resumable stream's log is kept
+          after its last event. Default 600.
+        - ``EVSTREAM_RESUME_MAX_AGE``: seconds a resumable stream's
+          generator may run in all (then it ends ``expired``). Default 3600.
+        - ``EVSTREAM_RESUME_MAX_EVENTS``: entries one resumable stream's log
+          may hold (then it ends ``failed``). Default 10000.
+        - ``EVSTREAM_RESUME_MAX_BYTES``: bytes of events one resumable
+          stream's log may hold. Default 16777216 (16 MiB).
+        - ``EVSTREAM_URL_PREFIX``: where the resume URLs
+          (``<prefix>/streams/<id>``) and ``<prefix>/evstream.js`` are.
+          Default ``"/evstream"``.
+
+        What each key allows: :doc:`/config`.
 
         The broker is closed when a gunicorn worker with
         :mod:`flask_evstream.gunicorn_conf` exits; elsewhere call

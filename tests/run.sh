@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or this one: installs what the
 # tests need (redis-server, nginx, Chromium, node from Debian; the package and its
-# test extras into .venv), then runs ruff, mypy --strict, the docs build and pytest.
+# test extras into .venv), then runs ruff, mypy --strict, the docs build, the
+# docs' doctests and pytest.
 # Extra arguments go to pytest, e.g.  bash tests/run.sh -k browser
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +12,8 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 command -v node >/dev/null || need+=(nodejs)
+command -v npm >/dev/null || need+=(npm)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "tests/run.sh: missing ${need[*]}; run as root or install them" >&2
@@ -25,10 +28,14 @@ PYTHON=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PYTHON" -m venv .venv
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[tests,gevent,redis,docs]'
 
-.venv/bin/ruff check flask_evstream tests example_app bench
-.venv/bin/ruff format --check flask_evstream tests example_app bench
+.venv/bin/ruff check flask_evstream tests example_app bench docs
+.venv/bin/ruff format --check flask_evstream tests example_app bench docs
 .venv/bin/mypy
 .venv/bin/sphinx-build -q -E -W -b dirhtml docs "$(mktemp -d)"
+# The >>> examples of the docs (events, ids, config) run.
+.venv/bin/sphinx-build -q -E -W -b doctest docs "$(mktemp -d)"
+# What the htmx recipe loads from a CDN, for its browser test (pinned in package.json).
+[ -d docs/examples/node_modules ] || npm ci --prefix docs/examples --no-audit --no-fund --silent
 .venv/bin/python -m pytest "$@"
 
 # With no arguments, also the oldest and newest supported Python and Flask
