@@ -184,7 +184,8 @@ def _warn_about_setup(worker: t.Any) -> None:
         worker.log.warning(
             "flask-evstream: the broker is memory:// and gunicorn runs %d workers:"
             " a publish reaches only the subscribers of the worker that published it."
-            " Set EVSTREAM_BROKER_URL=redis://host:6379/0 to broadcast across"
+            " Set the app's EVSTREAM_BROKER_URL config key to redis://host:6379/0"
+            " (FLASK_EVSTREAM_BROKER_URL with app.config.from_prefixed_env()) to broadcast across"
             " workers, or run one worker (EVSTREAM_WORKERS=1).",
             workers,
         )
