@@ -1,5 +1,10 @@
 import re
+import sys
 from pathlib import Path
+
+# Document the sources next to these docs, not whatever copy is installed
+# (an editable install may point at another checkout).
+sys.path.insert(0, str(Path(__file__).parent.parent))
 
 project = "flask-evstream"
 release = re.search(

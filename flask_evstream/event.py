@@ -171,11 +171,13 @@ class Event:
         library's text, made by orjson when the ``fast`` extra is installed).
         The JSON is made here, when the event is made: in an app context
         whose ``app.json`` is not Flask's ``DefaultJSONProvider`` (the app
-        set ``json_provider_class`` or ``app.json`` to its own), the text is
-        ``app.json.dumps(data)`` instead. Items an ``sse_route`` generator
-        yields and data given to ``EvStream.publish`` follow the same rule
-        (both run in the app's context). ``None`` sends no data field, so
-        nothing is dispatched; ``""`` dispatches an empty message.
+        set ``json_provider_class`` or ``app.json`` to its own, a subclass
+        included), the text is ``app.json.dumps(data)`` instead. Items an
+        ``sse_route`` generator yields follow the same rule (it runs in the
+        request's context), and so does data given to ``EvStream.publish``
+        (with the provider of the app it publishes to). ``None`` sends no
+        data field, so nothing is dispatched; ``""`` dispatches an empty
+        message.
     :param event: the event type (``addEventListener`` name); no CR or LF.
     :param id: the event id a client sends back as ``Last-Event-ID``; a
         :class:`str` or :class:`int`, no CR, LF or NUL. ``""`` resets it.

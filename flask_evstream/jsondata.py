@@ -14,13 +14,13 @@ What orjson is trusted with, each with its reason:
   orjson writes types the standard library refuses (``Enum`` members,
   ``UUID``, ``orjson.Fragment``) and writes NaN and infinities as ``null``;
   the walk is cheaper than comparing ``orjson.loads(out)`` with the value,
-  and exact (``==`` holds for ``1 == 1.0 == True`` and for an enum member
-  that equals its value).
+  and exact where ``==`` is not (``1 == 1.0 == True``; an enum member may
+  equal its value).
 * Floats only when written without an exponent (``0.0`` and
   ``1e-4 <= abs(x) < 1e16``): there both write the shortest digits that
   round-trip, the same way; outside it orjson writes ``1e-7`` and
-  ``0.00001`` where Python writes ``1e-07`` and ``1e-05`` (and orjson before
-  3.10 ``1e16`` for ``1e+16``). NaN and infinities fail the same test.
+  ``0.00001`` where Python writes ``1e-07`` and ``1e-05``, and orjson 3.9
+  ``1e16`` for ``1e+16``. NaN and infinities fail the same test.
 * Keys, integers and strings are left to orjson's own refusals: it takes
   exact ``str`` keys only (the standard library also writes int, float,
   bool and None keys, and str subclasses), integers within 64 bits and
@@ -28,8 +28,8 @@ What orjson is trusted with, each with its reason:
   are the standard library's for every code point.
 
 ``tests/test_jsondata.py`` checks each of these against the installed
-orjson (every code point, millions of floats) and compares whole events on
-random values. Nesting deeper than :data:`MAX_DEPTH` goes to the standard
+orjson (every code point, 800,000 floats) and compares whole
+events on random values. Nesting deeper than :data:`MAX_DEPTH` goes to the standard
 library (orjson refuses 255 levels; the walk must not hit Python's own
 recursion limit).
 
