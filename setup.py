@@ -25,7 +25,10 @@ setup(
     extras_require={
         "gevent": ["gevent>=23.9", "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5"],
+        # Event data encoded by orjson where its bytes are the standard library's.
+        "fast": ["orjson>=3.9"],
         "tests": [
+            "orjson>=3.9",
             "pytest>=7.4",
             "hypothesis>=6.83",
             "httpx>=0.27",

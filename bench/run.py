@@ -68,6 +68,12 @@ SERVERS: dict[str, Spec] = {
     "evstream": Spec(
         "gunicorn", "bench.apps.evstream:app", "ABC", "@sse_route generator (dict -> JSON)"
     ),
+    "evstream-stdlib": Spec(
+        "gunicorn",
+        "bench.apps.evstream_stdlib:app",
+        "B",
+        "the evstream row with orjson blocked (dict -> JSON by the standard library)",
+    ),
     "evstream-sub": Spec(
         "gunicorn",
         "bench.apps.evstream:app",
@@ -1186,6 +1192,7 @@ def versions() -> dict[str, str]:
         "starlette",
         "sse-starlette",
         "redis",
+        "orjson",
     ):
         try:
             out[pkg] = metadata.version(pkg)

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x .venv/bin/python ] || "${PYTHON:-python3}" -m venv .venv
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gevent]'
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[gevent,fast]'
 # One worker: the demo's broker is memory://, which lives in one process. For
 # more workers, name Redis too, e.g.
 #   FLASK_EVSTREAM_BROKER_URL=redis://localhost:6379/0 EVSTREAM_WORKERS=4 bash example_app/run.sh

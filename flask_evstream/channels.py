@@ -18,6 +18,7 @@ import typing as t
 from .brokers.base import BrokerUnavailable
 from .brokers.hub import Subscriber
 from .event import Event
+from .jsondata import dumps
 from .pump import forget_end, on_end
 
 if t.TYPE_CHECKING:
@@ -176,7 +177,8 @@ class Subscription:
         if gap:
             self._pending.append(
                 Event(
-                    {"channels": list(gap), "last_event_id": self._last_event_id},
+                    # The library's JSON whatever the app's provider: protocol, not app data.
+                    dumps({"channels": list(gap), "last_event_id": self._last_event_id}),
                     event=GAP_EVENT,
                 )
             )

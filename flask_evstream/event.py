@@ -26,18 +26,30 @@ Deliberate choices, each with its reason:
   decoders (``httpx-sse``, the ``openai`` client) turn a blank line into an
   empty event once any id or retry was seen, and such an empty event breaks
   their JSON handling.
+* Data that is not a str is written as the JSON text of
+  :mod:`flask_evstream.jsondata`: the standard library's compact encoding
+  (by orjson when it is installed and gives the same bytes), or the text of
+  the app's own JSON provider when the event is made in an app context whose
+  ``app.json`` is not Flask's ``DefaultJSONProvider``. Compact JSON holds no
+  line ending, so it is one ``data:`` line.
 """
 
 from __future__ import annotations
 
-import json
 import typing as t
+
+from .jsondata import app_provider, current_provider, dumpb, stdlib_dumps
+
+if t.TYPE_CHECKING:
+    from flask import Flask
+    from flask.json.provider import JSONProvider
 
 __all__ = [
     "Event",
     "encode_data",
     "encode_item",
     "takes_id",
+    "type_and_data",
     "retry_line",
     "check_event_type",
     "data_text",
@@ -53,7 +65,8 @@ HEARTBEAT = b": ping\n"
 #: first non-empty chunk).
 OPEN = b":\n"
 
-_json_encoder = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+# The fast JSON path, bound here (tests swap it for the standard library's).
+_dumpb = dumpb
 
 
 def _lines(value: str) -> list[str]:
@@ -63,16 +76,52 @@ def _lines(value: str) -> list[str]:
     return value.split("\n")
 
 
-def _data_text(data: t.Any) -> str:
-    if isinstance(data, str):
-        return data
+def _stdlib_text(data: t.Any) -> str:
     try:
-        return _json_encoder.encode(data)
+        return stdlib_dumps(data)
     except (TypeError, ValueError) as e:
         raise TypeError(
             "Event data must be a str or a JSON-serializable value (dict, list,"
             f" finite number, bool, None), got {type(data).__name__}: {e}"
         ) from None
+
+
+def _provider_text(provider: JSONProvider, data: t.Any) -> str:
+    name = type(provider).__qualname__
+    try:
+        text = provider.dumps(data)
+    except (TypeError, ValueError) as e:
+        raise TypeError(
+            f"Event data must be a str or a value the app's JSON provider ({name})"
+            f" can serialize, got {type(data).__name__}: {e}"
+        ) from None
+    if not isinstance(text, str):
+        raise TypeError(
+            f"The app's JSON provider ({name}) must return a str from dumps(),"
+            f" got {type(text).__name__} for event data {type(data).__name__}"
+        )
+    return text
+
+
+def _data_text(data: t.Any, app: Flask | None = None) -> str:
+    if isinstance(data, str):
+        return data
+    provider = current_provider() if app is None else app_provider(app)
+    if provider is not None:
+        return _provider_text(provider, data)
+    out = _dumpb(data)
+    return _stdlib_text(data) if out is None else out.decode()
+
+
+def _json_wire(data: t.Any) -> bytes:
+    """The data lines and blank line of data that is not a str."""
+    provider = current_provider()
+    if provider is not None:
+        return encode_data(_provider_text(provider, data))
+    out = _dumpb(data)
+    if out is None:
+        return encode_data(_stdlib_text(data))
+    return b"data: " + out + b"\n\n"  # valid UTF-8 with no CR or LF (dumpb)
 
 
 def _utf8(text: str, field: str) -> bytes:
@@ -118,8 +167,17 @@ class Event:
 
     :param data: the payload. A :class:`str` is sent as is (line endings
         become separate ``data:`` lines); any other value is sent as compact
-        JSON (no spaces, ``ensure_ascii=False``). ``None`` sends no data
-        field, so nothing is dispatched; ``""`` dispatches an empty message.
+        JSON (no spaces, ``ensure_ascii=False``, NaN refused; the standard
+        library's text, made by orjson when the ``fast`` extra is installed).
+        The JSON is made here, when the event is made: in an app context
+        whose ``app.json`` is not Flask's ``DefaultJSONProvider`` (the app
+        set ``json_provider_class`` or ``app.json`` to its own, a subclass
+        included), the text is ``app.json.dumps(data)`` instead. Items an
+        ``sse_route`` generator yields follow the same rule (it runs in the
+        request's context), and so does data given to ``EvStream.publish``
+        (with the provider of the app it publishes to). ``None`` sends no
+        data field, so nothing is dispatched; ``""`` dispatches an empty
+        message.
     :param event: the event type (``addEventListener`` name); no CR or LF.
     :param id: the event id a client sends back as ``Last-Event-ID``; a
         :class:`str` or :class:`int`, no CR, LF or NUL. ``""`` resets it.
@@ -177,7 +235,9 @@ class Event:
             parts.append(f"retry: {retry}")
         head = "\n".join(parts) + "\n" if parts else ""
         if data is not None:
-            wire = _utf8(head, "comment, event or id") + encode_data(_data_text(data))
+            wire = _utf8(head, "comment, event or id") + (
+                encode_data(data) if isinstance(data, str) else _json_wire(data)
+            )
         elif event is None and id is None and retry is None:
             wire = _utf8(head, "comment")  # comment only (or nothing): no dispatch
         else:
@@ -236,13 +296,28 @@ def check_event_type(event: t.Any) -> str:
     return _check_field("event", event)
 
 
-def data_text(data: t.Any) -> str:
+def data_text(data: t.Any, app: Flask | None = None) -> str:
     """Return the text an :class:`Event` sends for ``data``: a str as is,
-    anything else as compact JSON.
+    anything else as JSON (compact, or by the app's own JSON provider).
 
+    :param app: whose JSON provider applies; default the current app, if any.
     :raises TypeError: ``data`` is not JSON-serializable (or not finite).
     """
-    return _data_text(data)
+    return _data_text(data, app)
+
+
+def type_and_data(event: Event) -> bytes:
+    """Return the bytes of ``event`` without its comment, id and retry: its
+    event type and its data lines as they were encoded when it was made.
+
+    :param event: an event with data.
+    """
+    wire = event._wire
+    # Comment, event, id and retry lines come first; none starts with "data: ".
+    at = 0 if wire.startswith(b"data: ") else wire.index(b"\ndata: ") + 1
+    if event.event is None:
+        return wire[at:]
+    return b"event: " + event.event.encode() + b"\n" + wire[at:]
 
 
 def retry_line(retry: int) -> bytes:
@@ -276,12 +351,15 @@ def encode_item(item: t.Any, id: int | None = None) -> bytes:
         if id is None:
             return item._wire
         return b"id: %d\n" % id + item._wire
-    if isinstance(item, (bytes, bytearray, memoryview)):
+    if isinstance(item, str):
+        wire = encode_data(item)
+    elif isinstance(item, (bytes, bytearray, memoryview)):
         raise TypeError(
             "A stream item must be an Event, a str or a JSON-serializable value;"
             f" got {type(item).__name__} (decode it to str first)"
         )
-    wire = encode_data(_data_text(item))
+    else:
+        wire = _json_wire(item)
     if id is not None:
         return b"id: %d\n" % id + wire
     return wire

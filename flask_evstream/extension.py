@@ -446,18 +446,20 @@ class EvStream:
         )
         app.add_url_rule(f"{settings.url_prefix}/evstream.js", "evstream_js", script_view)
 
-    def _state(self) -> _State:
+    def _app(self) -> Flask:
+        """The app a call is for: the current app, or the only one registered."""
         if has_app_context():
-            state = current_app.extensions.get("evstream")
+            app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
+            state = app.extensions.get("evstream")
             if state is None or state.extension is not self:
                 raise RuntimeError(
                     "This EvStream is not registered on the current app."
                     " Did you forget to call init_app(app)?"
                 )
-            return state  # type: ignore[no-any-return]
+            return app
         apps = list(self._apps)
         if len(apps) == 1:
-            return apps[0].extensions["evstream"]  # type: ignore[no-any-return]
+            return apps[0]
         if not apps:
             raise RuntimeError(
                 "This EvStream is not registered on any app. Did you forget to call init_app(app)?"
@@ -466,6 +468,9 @@ class EvStream:
             f"This EvStream is registered on several apps: push an app context"
             f" (with app.app_context():) to say which one of the {len(apps)}."
         )
+
+    def _state(self) -> _State:
+        return self._app().extensions["evstream"]  # type: ignore[no-any-return]
 
     @property
     def broker(self) -> Broker:
@@ -519,7 +524,10 @@ class EvStream:
         once, whatever the number of subscribers.
 
         :param channel: the channel, 1 to 200 printable characters.
-        :param data: a str (sent as is) or a JSON-serializable value.
+        :param data: a str (sent as is) or a JSON-serializable value, encoded
+            as :class:`~flask_evstream.Event` encodes it, with the JSON
+            provider of the app published for (the current app, or the only
+            one) when it is the app's own.
         :param event: the event type.
         :param id: an explicit id: an integer higher than every id the
             broker gave before (to follow an outside sequence); by default
@@ -528,7 +536,8 @@ class EvStream:
         :raises TypeError, ValueError: a bad channel, data, event or id.
         """
         check_channel(channel)
-        text = data_text(data)
+        app = self._app()
+        text = data_text(data, app)
         if event is not None:
             check_event_type(event)
         number: int | None = None
@@ -537,7 +546,8 @@ class EvStream:
                 number = parse_event_id(str(id))
             if number is None or number < 1:
                 raise ValueError(f"publish id must be a positive integer below 10**18, got {id!r}")
-        return str(self._state().broker.publish(channel, text, event=event, id=number))
+        state: _State = app.extensions["evstream"]
+        return str(state.broker.publish(channel, text, event=event, id=number))
 
     def subscribe(
         self,

@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import collections
 import contextvars
-import json
 import logging
 import re
 import secrets
@@ -54,9 +53,10 @@ from werkzeug.exceptions import HTTPException
 from .brokers.base import Broker, BrokerUnavailable
 from .channels import Subscription
 from .concurrency import Flag, new_event, spawn, uses_gevent
-from .event import Event, _data_text, encode_data, encode_item
+from .event import Event, _data_text, encode_data, encode_item, type_and_data
 from .extension import FROM_CONFIG
 from .helpers import last_event_id, parse_event_id
+from .jsondata import dumps
 from .response import stream_response
 
 __all__ = [
@@ -139,13 +139,19 @@ def _event_wire(item: t.Any) -> bytes | None:
     data). An id or retry of the item's own is dropped: the log names the
     ids."""
     if isinstance(item, Event):
-        event: Event = item
-        if event.data is None:
+        if item.data is None:
             return None
-        if event.id is not None or event.retry is not None or event.comment is not None:
-            event = Event(event.data, event=event.event)
-        return event.encode()
+        if item.id is not None or item.retry is not None or item.comment is not None:
+            return type_and_data(item)  # its data as encoded when it was made
+        return item.encode()
     return encode_item(item)
+
+
+def _end_event(reason: str) -> Event:
+    """The last event of a stream that did not end ``done``. Its JSON is the
+    library's own whatever the app's JSON provider: it is the protocol's
+    (``evstream.js`` reads it), not the app's data."""
+    return Event(dumps({"reason": reason}), event=END_EVENT)
 
 
 def log_channel(sid: str) -> str:
@@ -251,7 +257,7 @@ class Producer:
 
     def start(self) -> None:
         """Write the log's first entry and start the watcher and the generator."""
-        self._write(Event({"t": time.time()}, event=_START))
+        self._write(Event(dumps({"t": time.time()}), event=_START))
         _producers.add(self)
         spawn(contextvars.Context().run, self._watch, name=f"evstream-watch-{self.sid[:6]}")
         self._watching.wait(5)
@@ -378,7 +384,7 @@ class Producer:
             if reason == "done":
                 self._write(Event(str(self._written), event=_DONE))
             else:
-                self._write(Event({"reason": reason}, event=END_EVENT))
+                self._write(_end_event(reason))
         except BrokerUnavailable as e:
             if reason == "done":  # not in the log: readers elsewhere will see lost
                 reason = "lost"
@@ -577,9 +583,7 @@ class LogReader(Subscription):
         self._fed_flag.notify()
 
     def _feed_end(self, reason: str) -> None:
-        self._fed_end = (
-            b"" if reason == "done" else Event({"reason": reason}, event=END_EVENT).encode()
-        )
+        self._fed_end = b"" if reason == "done" else _end_event(reason).encode()
         self._fed_flag.set()
 
     def wait_started(self, timeout: float) -> bool:
@@ -698,16 +702,16 @@ class LogReader(Subscription):
     def _lost(self) -> None:
         """Nothing for ``lost_after``: the producer died. Record it in the log
         for the readers to come, and end this one with it."""
-        data = json.dumps({"reason": "lost"}, separators=(",", ":"))
+        ending = _end_event("lost")
         try:
-            self._broker.publish(log_channel(self._sid), data, event=END_EVENT, id=None)
+            self._broker.publish(log_channel(self._sid), ending.data, event=END_EVENT, id=None)
         except BrokerUnavailable:
-            self._pending.append(Event(data, event=END_EVENT))
+            self._pending.append(ending)
         # The recorded ending arrives live; wait for it briefly, else say it here.
         if not self._pending:
             self._fill(1.0)
         if not self._pending:
-            self._pending.append(Event(data, event=END_EVENT))
+            self._pending.append(ending)
 
 
 # -- responses and routes -----------------------------------------------------

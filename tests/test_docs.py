@@ -44,6 +44,7 @@ NODE = shutil.which("node") or "/usr/bin/node"
 #: here; its gunicorn command is the quickstart's.
 COVERED = {
     "sh-install": "test_docs.py::test_the_install_line_names_real_extras",
+    "sh-install-fast": "test_docs.py::test_the_install_line_names_real_extras",
     "sh-flask-run": "test_docs_server.py::test_quickstart_under_flask_run",
     "console-curl": "test_docs_server.py::test_quickstart_under_flask_run",
     "js-quickstart": "test_docs_server.py::test_quickstart_page_in_chromium",
@@ -94,9 +95,17 @@ def test_literalincludes_are_tested_files() -> None:
         for path in literalincludes(page):
             target = (DOCS / path).resolve()
             assert target.is_file(), (page, path)
-            assert target.is_relative_to(EXAMPLES) or target.is_relative_to(ROOT / "tests/apps"), (
-                f"{page} includes {path}: only docs/examples/ and tests/apps/ are run by tests"
+            assert (
+                target.is_relative_to(EXAMPLES)
+                or target.is_relative_to(ROOT / "tests/apps")
+                or target.is_relative_to(DOCS / "_snippets")
+            ), (
+                f"{page} includes {path}: only docs/examples/, docs/_snippets/, tests/apps/ run"
             )
+            if target.is_relative_to(DOCS / "_snippets"):
+                # A proxy config: the nginx tests start nginx with this file.
+                tests_text = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
+                assert target.name in tests_text, f"no test starts {path}"
             used.add(target)
     tests = "".join(p.read_text() for p in (ROOT / "tests").glob("test_docs*.py"))
     for path in sorted(EXAMPLES.glob("*.*")):
@@ -292,13 +301,14 @@ def test_check_config_command() -> None:
 
 
 def test_the_install_line_names_real_extras() -> None:
-    words = shlex.split(sample("sh-install"))
-    assert words[:2] == ["pip", "install"]
-    name, extras = re.fullmatch(r"([\w-]+)\[([\w,]+)\]", words[2]).groups()  # type: ignore[union-attr]
     setup = (ROOT / "setup.py").read_text()
-    assert f'name="{name}"' in setup
-    for extra in extras.split(","):
-        assert f'"{extra}": [' in setup, extra
+    for key in ("sh-install", "sh-install-fast"):
+        words = shlex.split(sample(key))
+        assert words[:2] == ["pip", "install"]
+        name, extras = re.fullmatch(r"([\w-]+)\[([\w,]+)\]", words[2]).groups()  # type: ignore[union-attr]
+        assert f'name="{name}"' in setup
+        for extra in extras.split(","):
+            assert f'"{extra}": [' in setup, extra
     # The docs extra holds the theme conf.py uses.
     assert '"pallets-sphinx-themes' in setup
     assert 'html_theme = "flask"' in (DOCS / "conf.py").read_text()
