@@ -99,9 +99,7 @@ def test_literalincludes_are_tested_files() -> None:
                 target.is_relative_to(EXAMPLES)
                 or target.is_relative_to(ROOT / "tests/apps")
                 or target.is_relative_to(DOCS / "_snippets")
-            ), (
-                f"{page} includes {path}: only docs/examples/, docs/_snippets/, tests/apps/ run"
-            )
+            ), f"{page} includes {path}: only docs/examples/, docs/_snippets/, tests/apps/ run"
             if target.is_relative_to(DOCS / "_snippets"):
                 # A proxy config: the nginx tests start nginx with this file.
                 tests_text = "".join(p.read_text() for p in (ROOT / "tests").glob("test_*.py"))
