@@ -25,6 +25,7 @@ setup(
     extras_require={
         "gevent": ["gevent>=23.9", "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5"],
+        "metrics": ["prometheus_client>=0.17"],
         "tests": [
             "pytest>=7.4",
             "hypothesis>=6.83",
@@ -39,9 +40,10 @@ setup(
             "gunicorn>=21.2",
             "mypy>=1.8",
             "ruff>=0.4",
+            "prometheus_client>=0.17",
         ],
         "bench": ["sse-starlette>=2", "uvicorn>=0.29"],
-        "docs": ["sphinx>=7"],
+        "docs": ["sphinx>=7", "prometheus_client>=0.17"],
     },
     classifiers=[
         "Framework :: Flask",

@@ -24,6 +24,7 @@ if t.TYPE_CHECKING:
     from types import TracebackType
 
     from .brokers.base import Broker
+    from .metrics import Metrics
 
 __all__ = ["GAP_EVENT", "Subscription", "check_channel"]
 
@@ -86,6 +87,8 @@ class Subscription:
         "error",
         "abort",
         "_pump",
+        "_metrics",
+        "_counted",
     )
 
     def __init__(
@@ -97,6 +100,7 @@ class Subscription:
         last_event_id: str | None,
         queue_size: int,
         max_buffer: int = 64 * 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self._broker = broker
         self._channels = channels
@@ -114,6 +118,8 @@ class Subscription:
         #: client's connection (used when the client falls behind).
         self.abort: t.Callable[[], None] | None = None
         self._pump: t.Any = None
+        self._metrics = metrics
+        self._counted = False  # in the metrics' open subscriptions
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -152,13 +158,20 @@ class Subscription:
             return
         self._subscriber.on_overflow = self._drop_client
         self._broker.hub_add(self._subscriber)
+        metrics = self._metrics
+        if metrics is not None:
+            self._counted = True
+            metrics.subscriptions.inc()
         if self._finished:  # closed from another thread meanwhile
             self._broker.hub_remove(self._subscriber)
+            self._uncount()
             return
         if self._after is None:
             return
         try:
             replay, gap = self._broker.history(self._channels, self._after)
+            if metrics is not None:
+                metrics.replays.inc()
         except BrokerUnavailable as e:
             # Live without history: tell the client it may have missed events.
             logger.warning(
@@ -174,6 +187,8 @@ class Subscription:
             self.close()
             raise
         if gap:
+            if metrics is not None:
+                metrics.gaps.inc()
             self._pending.append(
                 Event(
                     {"channels": list(gap), "last_event_id": self._last_event_id},
@@ -220,6 +235,8 @@ class Subscription:
         # The client stopped reading: its write may be stuck with a full
         # socket buffer, where nothing else would end the stream. Drop the
         # connection; the browser reconnects and replays from history.
+        if self._metrics is not None:
+            self._metrics.cut_off("slow_client" if self._subscriber.queue_full else "reader_behind")
         abort = self.abort if self._pump is None else self._pump.abort
         if abort is not None:
             abort()
@@ -234,6 +251,13 @@ class Subscription:
                 self._broker.hub_remove(self._subscriber)
             if self._pump is not None:
                 forget_end(self._pump, self.close)
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            assert self._metrics is not None
+            self._metrics.subscriptions.dec()
 
     # -- the source interface of flask_evstream.response -----------------
     # Returned from a view, the stream reads the subscription in the
