@@ -59,6 +59,9 @@ from .extension import FROM_CONFIG
 from .helpers import last_event_id, parse_event_id
 from .response import stream_response
 
+if t.TYPE_CHECKING:
+    from .metrics import Metrics
+
 __all__ = [
     "END_EVENT",
     "LEASE_SECONDS",
@@ -205,6 +208,7 @@ class Producer:
         max_age: float,
         max_buffer: int,
         app_logger: logging.Logger,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sid = sid
         self._max_buffer = max_buffer
@@ -214,6 +218,7 @@ class Producer:
         self._max_bytes = max_bytes
         self._max_age = max_age
         self._logger = app_logger
+        self._metrics = metrics
         self._gevent = uses_gevent()
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         request.get_data()  # the body, read now: the connection may go
@@ -253,6 +258,8 @@ class Producer:
         """Write the log's first entry and start the watcher and the generator."""
         self._write(Event({"t": time.time()}, event=_START))
         _producers.add(self)
+        if self._metrics is not None:
+            self._metrics.producers.inc()
         spawn(contextvars.Context().run, self._watch, name=f"evstream-watch-{self.sid[:6]}")
         self._watching.wait(5)
         spawn(self._flush, name=f"evstream-log-{self.sid[:6]}")
@@ -361,6 +368,8 @@ class Producer:
                             continue
                 finally:
                     _producers.discard(self)
+                    if self._metrics is not None:
+                        self._metrics.producers.dec()
                     self._finished.set()
                     self._started.set()
                     ctx.pop()
@@ -733,10 +742,25 @@ def stream_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _authorize(state: t.Any, sid: str) -> None:
+def _authorize(state: t.Any, sid: str, *, resume: bool) -> None:
     hook = state.extension._authorize
     if hook is not None and not hook(f"stream:{sid}"):
-        abort(403)
+        _refuse(state, "forbidden", 403, resume=resume)
+
+
+def _count_resume(state: t.Any, outcome: str) -> None:
+    """Count a resume's outcome (one of ``metrics.RESUME_OUTCOMES``), with
+    metrics on."""
+    metrics = state.metrics
+    if metrics is not None:
+        metrics.resume(outcome)
+
+
+def _refuse(state: t.Any, outcome: str, code: int, *, resume: bool) -> t.NoReturn:
+    """Answer ``code``; count the outcome when the request is a resume."""
+    if resume:
+        _count_resume(state, outcome)
+    abort(code)
 
 
 def new_reader(state: t.Any, sid: str, after: int) -> LogReader:
@@ -786,13 +810,17 @@ def resume_if_asked(**options: t.Any) -> Response | None:
     logs = state.logs()
     try:
         if not logs.exists(log_channel(sid)):
+            _count_resume(state, "not_found")  # the route starts a new stream
             return None
     except BrokerUnavailable:
-        abort(503)
-    _authorize(state, sid)
+        _refuse(state, "unavailable", 503, resume=True)
+    _authorize(state, sid, resume=True)
     if _done_after(logs, sid, after):
+        _count_resume(state, "done")
         return current_app.response_class(status=204)
-    return reader_response(state, sid, after, **options)
+    response = reader_response(state, sid, after, **options)
+    _count_resume(state, "resumed")
+    return response
 
 
 def begin() -> str:
@@ -817,6 +845,7 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
         max_age=settings.resume_max_age,
         max_buffer=settings.max_buffer,
         app_logger=current_app.logger,
+        metrics=state.metrics,
     )
     # The response of this request is fed by the producer (same process):
     # each run once it is in the log, without reading it back.
@@ -840,23 +869,29 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
 def stream_view(sid: str) -> t.Any:
     """``GET`` (resume) and ``DELETE`` (stop) on ``<prefix>/streams/<sid>``."""
     state = _state()
+    resume = request.method == "GET"  # a resume's outcome is counted (not HEAD's)
     if check_stream_id(sid) is None:
-        abort(404)
-    _authorize(state, sid)
+        _refuse(state, "not_found", 404, resume=resume)
+    _authorize(state, sid, resume=resume)
     logs = state.logs()
     try:
         if not logs.exists(log_channel(sid)):
-            abort(404)
+            _refuse(state, "not_found", 404, resume=resume)
         if request.method == "DELETE":
             cancel(logs, sid)
             return "", 202
     except BrokerUnavailable:
-        abort(503)
+        _refuse(state, "unavailable", 503, resume=resume)
     parsed = parse_resume_id(last_event_id())
     after = parsed[1] if parsed is not None and parsed[0] == sid else 0
     if after and _done_after(logs, sid, after):
+        if resume:
+            _count_resume(state, "done")
         return "", 204  # nothing more, ever: EventSource and evstream.js stop
-    return reader_response(state, sid, after)
+    response = reader_response(state, sid, after)
+    if resume:
+        _count_resume(state, "resumed")
+    return response
 
 
 def _done_after(logs: Broker, sid: str, after: int) -> bool:
