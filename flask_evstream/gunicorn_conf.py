@@ -162,6 +162,28 @@ def child_exit(server: t.Any, worker: t.Any) -> None:
     multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
 
 
+#: The live gauges' files of prometheus_client's multiprocess mode.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def on_exit(server: t.Any) -> None:
+    """At the master's exit no worker is left: remove the live gauges of
+    all of them, in case ``child_exit`` missed one (a worker killed at the
+    end of ``graceful_timeout`` may not be reaped before the master exits)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or not os.path.isdir(path):
+        return
+    pids = {m.group(1) for m in map(_LIVE_GAUGE_FILE.fullmatch, os.listdir(path)) if m}
+    if not pids:
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    for pid in pids:
+        multiprocess.mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
+
+
 #: Seconds between the shutdown watcher's looks at the worker.
 SHUTDOWN_POLL = 0.2
 
