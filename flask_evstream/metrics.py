@@ -131,8 +131,9 @@ FIRST_EVENT_BUCKETS = (
 
 def multiprocess_dir() -> str | None:
     """The directory of prometheus_client's multiprocess mode
-    (``PROMETHEUS_MULTIPROC_DIR``), or ``None`` when it is not set."""
-    return os.environ.get(MULTIPROC_DIR_ENV) or None
+    (``PROMETHEUS_MULTIPROC_DIR``), or ``None`` when it is not set (set but
+    empty is set, as prometheus_client takes it)."""
+    return os.environ.get(MULTIPROC_DIR_ENV)
 
 
 class Metrics:
