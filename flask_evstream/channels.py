@@ -89,6 +89,7 @@ class Subscription:
         "_pump",
         "_metrics",
         "_counted",
+        "taken",
     )
 
     def __init__(
@@ -120,6 +121,8 @@ class Subscription:
         self._pump: t.Any = None
         self._metrics = metrics
         self._counted = False  # in the metrics' open subscriptions
+        #: The number of events in the bytes :meth:`take` returned last.
+        self.taken = 0
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -286,6 +289,7 @@ class Subscription:
                 if event_id > self._last:
                     queue.popleft()
                     self._last = event_id
+                    self.taken = 1
                     return event.encode()
             self._drain(queue)
             if not pending:
@@ -301,6 +305,7 @@ class Subscription:
             wire = pending.popleft().encode()
             parts.append(wire)
             size += len(wire)
+        self.taken = len(parts)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def end(self) -> None:

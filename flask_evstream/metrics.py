@@ -28,17 +28,19 @@ the choices made here, and why:
   :func:`metrics_view` yourself to put it behind your own access check, or
   hand :func:`exposition_registry` to another exposition.
 - **Nothing paid when off.** Stream responses are the plain
-  :class:`~flask_evstream.response.EventStream`; the per-event paths (the
-  pump, a subscription's ``take``, a resumable log's runs) are untouched;
+  :class:`~flask_evstream.response.EventStream`; per event, nothing is
+  counted; per chunk, a source stores its number of events (one attribute);
   what happens once per stream, subscription, producer or resume checks one
   attribute for ``None``.
 - **Counted per write, not per event.** With metrics on, stream responses
   are :class:`MeteredStream`: each write (all the events pending, in one
-  chunk) counts its bytes and its events, the events by the blank lines that
-  dispatch them (the encoder writes one per event and none elsewhere; a
-  heartbeat or a comment has none). A write counts when the server comes
-  back for the next chunk (its write returned); a stream closed with a write
-  outstanding lost its client: a disconnect.
+  chunk) counts its bytes and its events, as the source said when it made
+  the chunk (its ``taken``, set once per chunk: a pump's items, a
+  subscription's events, a resumable log's runs' events). Scanning the
+  chunk for the blank lines that end events cost about 1 ns per byte, a
+  tenth of the fastest stream's own cost per event. A write counts when the
+  server comes back for the next chunk (its write returned); a stream
+  closed with a write outstanding lost its client: a disconnect.
 - **No per-channel or per-stream labels.** A label value per channel or
   stream makes a time series per value, kept for the life of the process
   (Mercure dropped its per-topic labels for that). The only labels are small
@@ -57,7 +59,7 @@ import typing as t
 
 from flask import Response, current_app, request
 
-from .event import HEARTBEAT
+from .event import HEARTBEAT, OPEN
 from .response import STARTED_KEY, EventStream
 
 try:
@@ -266,15 +268,16 @@ class Metrics:
 class MeteredStream(EventStream):
     """The body of a stream response, counting its writes.
 
-    A chunk the server took counts (bytes; events, or a heartbeat) when the
-    server comes back for the next one, that is when its write returned; the
+    A chunk the server took counts (its bytes; the source's events in it, or
+    a heartbeat) when the server comes back for the next one, that is when
+    its write returned; the
     first chunk with an event observes the time to the first event. Closed
     with a chunk outstanding (the write failed, or the server gave up), the
     stream lost its client: a disconnect, unless the stream dropped the
     client itself (cut off for falling behind).
     """
 
-    __slots__ = ("_metrics", "_unsent", "_started", "_dropped")
+    __slots__ = ("_metrics", "_unsent", "_unsent_events", "_started", "_dropped")
 
     def __init__(
         self,
@@ -289,6 +292,7 @@ class MeteredStream(EventStream):
     ) -> None:
         self._metrics = metrics
         self._unsent: bytes | None = None  # handed to the server, not yet written
+        self._unsent_events = 0  # the events in it
         self._started = started  # None once the first event is out
         self._dropped = False
         super().__init__(
@@ -300,21 +304,22 @@ class MeteredStream(EventStream):
         unsent = self._unsent
         if unsent is not None:
             self._unsent = None
-            self._count(unsent)
+            self._count(unsent, self._unsent_events)
+        opening = self._opening
         chunk = EventStream.__next__(self)
         self._unsent = chunk
+        # The source's events, unless this is a heartbeat or the opening alone.
+        self._unsent_events = (
+            0 if chunk is HEARTBEAT or chunk is OPEN or chunk is opening else self._source.taken
+        )
         return chunk
 
-    def _count(self, chunk: bytes) -> None:
+    def _count(self, chunk: bytes, events: int) -> None:
         metrics = self._metrics
         metrics.sent_bytes.inc(len(chunk))
         if chunk is HEARTBEAT:
             metrics.heartbeats_sent.inc()
-            return
-        # One blank line per event, none elsewhere (heartbeats, comments,
-        # the opening retry field have none).
-        events = chunk.count(b"\n\n")
-        if events:
+        elif events:
             metrics.events_sent.inc(events)
             started = self._started
             if started is not None:

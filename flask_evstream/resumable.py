@@ -442,19 +442,19 @@ class Producer:
                 self._space.notify()  # the generator goes on while this write is in flight
                 if self._write_failed:
                     continue  # the log is lost already: nothing more is written
-                runs: list[bytes] = []
+                runs: list[tuple[bytes, int]] = []  # the bytes and events of each
                 for wire in taken:
                     if run and size + len(wire) > limit:
-                        runs.append(b"".join(run))
+                        runs.append((b"".join(run), len(run)))
                         entries.append(
-                            (log_entry(written + 1, written + len(run), runs[-1]), _DATA)
+                            (log_entry(written + 1, written + len(run), runs[-1][0]), _DATA)
                         )
                         written += len(run)
                         run, size = [], 0
                     run.append(wire)
                     size += len(wire)
-                runs.append(b"".join(run))
-                entries.append((log_entry(written + 1, written + len(run), runs[-1]), _DATA))
+                runs.append((b"".join(run), len(run)))
+                entries.append((log_entry(written + 1, written + len(run), runs[-1][0]), _DATA))
                 written += len(run)
                 try:
                     self._broker.publish_many(channel, entries)
@@ -577,11 +577,12 @@ class LogReader(Subscription):
         # Fed by a producer of this process (Producer.attach) instead of the
         # broker: the runs' bytes and, at the end, the ending's.
         self._producer: Producer | None = None
-        self._fed: collections.deque[bytes] = collections.deque()
+        self._fed: collections.deque[tuple[bytes, int]] = collections.deque()
         self._fed_flag = Flag()
         self._fed_end: bytes | None = None
 
-    def _feed(self, runs: list[bytes]) -> None:
+    def _feed(self, runs: list[tuple[bytes, int]]) -> None:
+        """Queue runs (their bytes and their number of events) to send."""
         self._fed.extend(runs)
         self._fed_flag.notify()
 
@@ -620,6 +621,7 @@ class LogReader(Subscription):
             if self._fed_end is not None:
                 end, self._fed_end = self._fed_end, b""
                 self.close()
+                self.taken = 1 if end else 0
                 return end or b""
             ready = lambda: bool(fed) or self._fed_end is not None or self._finished  # noqa: E731
             if not self._fed_flag.wait(ready, timeout):
@@ -627,11 +629,14 @@ class LogReader(Subscription):
             return self._take_fed(timeout)
         parts = []
         size = 0
+        events = 0
         limit = self._max_buffer
         while fed and size < limit:
-            wire = fed.popleft()
+            wire, count = fed.popleft()
             parts.append(wire)
             size += len(wire)
+            events += count
+        self.taken = events
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def __next__(self) -> Event:
@@ -662,30 +667,35 @@ class LogReader(Subscription):
         self._heard = time.monotonic()
         parts = []
         size = 0
+        events = 0
         limit = self._max_buffer
         while pending and size < limit:
             event = pending.popleft()
             kind = event.event
             if kind == _DATA:
-                wire = self._run_after(event.data)
-                if wire:
-                    parts.append(wire)
-                    size += len(wire)
+                run = self._run_after(event.data)
+                if run is not None:
+                    parts.append(run[0])
+                    size += len(run[0])
+                    events += run[1]
             elif kind == _DONE:
                 self._ended = True
                 break
             elif kind == END_EVENT:
                 parts.append(Event(event.data, event=END_EVENT).encode())
+                events += 1
                 self._ended = True
                 break
         if self._ended:
             pending.clear()
         if not parts:
             return self.take(timeout) if pending or self._ended else None
+        self.taken = events
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _run_after(self, text: str) -> bytes | None:
-        """The bytes of a run's events after this reader's position."""
+    def _run_after(self, text: str) -> tuple[bytes, int] | None:
+        """The bytes of a run's events after this reader's position, and
+        their number."""
         head, _, body = text.partition("\n")
         first_text, _, last_text = head.partition(" ")
         last = int(last_text)
@@ -694,15 +704,16 @@ class LogReader(Subscription):
             return None  # sent already
         self._position = last
         wire = body.encode()
-        if int(first_text) > position:
-            return wire
+        first = int(first_text)
+        if first > position:
+            return wire, last - first + 1
         # A resume in the middle of the run: from the event after ours, which
         # starts with its id line, at the start or after a blank line.
         line = b"id: %s.%d\n" % (self._sid.encode(), position + 1)
         if wire.startswith(line):
-            return wire
+            return wire, last - position
         at = wire.find(b"\n\n" + line)
-        return wire[at + 2 :] if at >= 0 else None
+        return (wire[at + 2 :], last - position) if at >= 0 else None
 
     def _lost(self) -> None:
         """Nothing for ``lost_after``: the producer died. Record it in the log
