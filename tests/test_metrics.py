@@ -276,9 +276,20 @@ def test_replays_gaps_and_a_slow_client_cut_off_are_counted(
     replayed = RawStream(server.url, "/sub?c=news", headers={"Last-Event-ID": ids[4]})
     assert replayed.read_until(b"\n\n").startswith(f"id: {ids[5]}\n".encode())
     live = RawStream(server.url, "/sub?c=news")
-    samples = wait_for(server, lambda s: value(s, "evstream_subscriptions") == 3)
+    samples = wait_for(
+        server,
+        lambda s: (
+            value(s, "evstream_subscriptions") == 3 and value(s, "evstream_events_sent_total") == 5
+        ),
+    )
     assert value(samples, "evstream_replays_total") == 2
     assert value(samples, "evstream_gaps_total") == 1
+    # Live events, one per write (the gap event and the replays came in bulk).
+    more = [publish(server, "news", {"n": n}) for n in (6, 7)]
+    for stream in (gapped, replayed, live):
+        for event_id in more:
+            assert f"id: {event_id}\n".encode() in stream.read_until(b"\n\n")
+    wait_for(server, lambda s: value(s, "evstream_events_sent_total") == 11)
     for stream in (gapped, replayed, live):
         stream.close()
     wait_for(server, lambda s: value(s, "evstream_disconnects_total") == 3)
@@ -308,7 +319,8 @@ def test_replays_gaps_and_a_slow_client_cut_off_are_counted(
 @pytest.mark.server
 def test_producers_and_resumes_by_outcome(serve: t.Callable[..., Server]) -> None:
     """A resumable answer's producer is counted while it runs; each resume
-    is counted by its outcome, on the resume URL and on the route."""
+    is counted by its outcome, on the resume URL and on the route; the
+    events and bytes of resumable streams are what their clients read."""
     from httpx_sse import connect_sse
 
     server = serve()
@@ -355,6 +367,31 @@ def test_producers_and_resumes_by_outcome(serve: t.Callable[..., Server]) -> Non
 
     wait_for(server, lambda s: value(s, "evstream_producers") == 0)
     scrape_both(server, check)
+
+    # Exact counts of resumable streams: the first response (fed by its
+    # producer), a resume inside a run and one from the start (both read
+    # from the log), whatever worker serves each.
+    before = wait_for(server, lambda s: value(s, "evstream_open_streams") == 0)
+    streams = [RawStream(server.url, "/feed?n=50")]
+    location = streams[0].headers["content-location"]
+    bodies = [streams[0].read_to_end()]
+    sid = location.rpartition("/")[2]
+    for headers in ({"Last-Event-ID": f"{sid}.17"}, {}):
+        streams.append(RawStream(server.url, location, headers=headers))
+        bodies.append(streams[-1].read_to_end())
+    for stream in streams:
+        stream.close()
+    counts = [len(list(SSEClient([body]).events())) for body in bodies]
+    assert counts == [50, 33, 50]
+
+    def exact(samples: Samples) -> None:
+        for name, delta in (
+            ("evstream_events_sent_total", sum(counts)),
+            ("evstream_sent_bytes_total", sum(map(len, bodies))),
+        ):
+            assert value(samples, name) - value(before, name) == delta, name
+
+    scrape_both(server, exact)
 
 
 @pytest.mark.server
