@@ -449,6 +449,43 @@ def test_several_workers_without_a_multiprocess_dir_are_warned_about(
         time.sleep(0.05)
 
 
+def test_the_metrics_api() -> None:
+    """What the module defines for users is ``__all__``; prometheus_client's
+    names it uses are not re-exported."""
+    import types
+
+    from flask_evstream import metrics
+
+    assert metrics.__all__ == [
+        "CUT_OFF_REASONS",
+        "FIRST_EVENT_BUCKETS",
+        "MULTIPROC_DIR_ENV",
+        "RESUME_OUTCOMES",
+        "MeteredStream",
+        "Metrics",
+        "counting",
+        "exposition_registry",
+        "metrics_view",
+        "multiprocess_dir",
+        "process_metrics",
+    ]
+    from flask_evstream import event, response
+
+    def imported(name: str, value: t.Any) -> bool:
+        if isinstance(value, types.ModuleType) or name == "annotations":
+            return True
+        if getattr(value, "__module__", metrics.__name__) != metrics.__name__:
+            return True
+        return any(getattr(module, name, None) is value for module in (event, response))
+
+    defined = {
+        name
+        for name, value in vars(metrics).items()
+        if not name.startswith("_") and not imported(name, value)
+    }
+    assert defined == set(metrics.__all__)
+
+
 OFF = """
 import sys
 from flask import Flask
