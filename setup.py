@@ -27,6 +27,7 @@ setup(
         "redis": ["redis>=5"],
         # Event data encoded by orjson where its bytes are the standard library's.
         "fast": ["orjson>=3.9"],
+        "metrics": ["prometheus_client>=0.17"],
         "tests": [
             "orjson>=3.9",
             "pytest>=7.4",
@@ -47,9 +48,10 @@ setup(
             "mypy>=1.8",
             "ruff>=0.4",
             "tox>=4",
+            "prometheus_client>=0.17",
         ],
         "bench": ["sse-starlette>=2", "uvicorn>=0.29"],
-        "docs": ["sphinx>=7", "pallets-sphinx-themes>=2.1"],
+        "docs": ["sphinx>=7", "pallets-sphinx-themes>=2.1", "prometheus_client>=0.17"],
     },
     classifiers=[
         "Framework :: Flask",

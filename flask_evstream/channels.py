@@ -25,6 +25,7 @@ if t.TYPE_CHECKING:
     from types import TracebackType
 
     from .brokers.base import Broker
+    from .metrics import Metrics
 
 __all__ = ["GAP_EVENT", "Subscription", "check_channel"]
 
@@ -87,6 +88,9 @@ class Subscription:
         "error",
         "abort",
         "_pump",
+        "_metrics",
+        "_counted",
+        "taken",
     )
 
     def __init__(
@@ -98,6 +102,7 @@ class Subscription:
         last_event_id: str | None,
         queue_size: int,
         max_buffer: int = 64 * 1024,
+        metrics: Metrics | None = None,
     ) -> None:
         self._broker = broker
         self._channels = channels
@@ -115,6 +120,10 @@ class Subscription:
         #: client's connection (used when the client falls behind).
         self.abort: t.Callable[[], None] | None = None
         self._pump: t.Any = None
+        self._metrics = metrics
+        self._counted = False  # in the metrics' open subscriptions
+        #: The number of events in the bytes :meth:`take` returned last.
+        self.taken = 0
 
     @property
     def channels(self) -> tuple[str, ...]:
@@ -153,13 +162,20 @@ class Subscription:
             return
         self._subscriber.on_overflow = self._drop_client
         self._broker.hub_add(self._subscriber)
+        metrics = self._metrics
+        if metrics is not None:
+            self._counted = True
+            metrics.subscriptions.inc()
         if self._finished:  # closed from another thread meanwhile
             self._broker.hub_remove(self._subscriber)
+            self._uncount()
             return
         if self._after is None:
             return
         try:
             replay, gap = self._broker.history(self._channels, self._after)
+            if metrics is not None:
+                metrics.replays.inc()
         except BrokerUnavailable as e:
             # Live without history: tell the client it may have missed events.
             logger.warning(
@@ -175,6 +191,8 @@ class Subscription:
             self.close()
             raise
         if gap:
+            if metrics is not None:
+                metrics.gaps.inc()
             self._pending.append(
                 Event(
                     # The library's JSON whatever the app's provider: protocol, not app data.
@@ -222,6 +240,8 @@ class Subscription:
         # The client stopped reading: its write may be stuck with a full
         # socket buffer, where nothing else would end the stream. Drop the
         # connection; the browser reconnects and replays from history.
+        if self._metrics is not None:
+            self._metrics.cut_off("slow_client" if self._subscriber.queue_full else "reader_behind")
         abort = self.abort if self._pump is None else self._pump.abort
         if abort is not None:
             abort()
@@ -236,6 +256,13 @@ class Subscription:
                 self._broker.hub_remove(self._subscriber)
             if self._pump is not None:
                 forget_end(self._pump, self.close)
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            assert self._metrics is not None
+            self._metrics.subscriptions.dec()
 
     # -- the source interface of flask_evstream.response -----------------
     # Returned from a view, the stream reads the subscription in the
@@ -264,6 +291,7 @@ class Subscription:
                 if event_id > self._last:
                     queue.popleft()
                     self._last = event_id
+                    self.taken = 1
                     return event.encode()
             self._drain(queue)
             if not pending:
@@ -279,6 +307,7 @@ class Subscription:
             wire = pending.popleft().encode()
             parts.append(wire)
             size += len(wire)
+        self.taken = len(parts)
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def end(self) -> None:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import time
 import typing as t
 
-from flask import current_app
+from flask import current_app, request
 
-from .extension import FROM_CONFIG, check_heartbeat, check_retry
-from .response import stream_response
+from .extension import FROM_CONFIG, check_heartbeat, check_retry, metrics_for
+from .response import STARTED_KEY, stream_response
 
 __all__ = ["sse_route"]
 
@@ -176,6 +177,9 @@ def sse_route(
 
         @functools.wraps(view)
         def wrapper(*args: t.Any, **kwargs: t.Any) -> t.Any:
+            if metrics_for(current_app) is not None:
+                # For the time to the first event (flask_evstream.metrics).
+                request.environ[STARTED_KEY] = time.monotonic()
             if resumable:
                 return resumable_route(args, kwargs)
             rv = view(*args, **kwargs)

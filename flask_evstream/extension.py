@@ -18,8 +18,17 @@ if t.TYPE_CHECKING:
     from flask import Flask
 
     from .brokers.base import Broker
+    from .metrics import Metrics
 
-__all__ = ["EvStream", "Settings", "DEFAULTS", "FROM_CONFIG", "settings_for", "subscribers"]
+__all__ = [
+    "EvStream",
+    "Settings",
+    "DEFAULTS",
+    "FROM_CONFIG",
+    "metrics_for",
+    "settings_for",
+    "subscribers",
+]
 
 #: Every config key the extension reads, with its default.
 DEFAULTS: dict[str, t.Any] = {
@@ -40,6 +49,8 @@ DEFAULTS: dict[str, t.Any] = {
     "EVSTREAM_RESUME_MAX_EVENTS": 10_000,
     "EVSTREAM_RESUME_MAX_BYTES": 16 * 1024 * 1024,
     "EVSTREAM_URL_PREFIX": "/evstream",
+    "EVSTREAM_METRICS": False,
+    "EVSTREAM_METRICS_PATH": None,
 }
 
 
@@ -123,6 +134,10 @@ class Settings:
     :param resume_max_bytes: bytes of data one resumable stream may log.
     :param url_prefix: where the extension's own routes are: the resume
         URLs ``<prefix>/streams/<id>`` and ``<prefix>/evstream.js``.
+    :param metrics: count Prometheus metrics (:mod:`flask_evstream.metrics`).
+    :param metrics_path: where the extension serves them (``GET``), or
+        ``None`` for no route (mount :func:`~flask_evstream.metrics.metrics_view`
+        yourself).
     """
 
     heartbeat: float | None = 15.0
@@ -142,6 +157,8 @@ class Settings:
     resume_max_events: int = 10_000
     resume_max_bytes: int = 16 * 1024 * 1024
     url_prefix: str = "/evstream"
+    metrics: bool = False
+    metrics_path: str | None = None
 
     @classmethod
     def from_config(cls, config: t.Mapping[str, t.Any]) -> Settings:
@@ -198,17 +215,33 @@ class Settings:
                 )
             return value
 
-        url_prefix = get("EVSTREAM_URL_PREFIX")
-        if (
-            not isinstance(url_prefix, str)
-            or not url_prefix.startswith("/")
-            or url_prefix.endswith("/")
-            or not all(c.isalnum() or c in "/-_." for c in url_prefix)
-        ):
-            raise ValueError(
-                "EVSTREAM_URL_PREFIX must be a path like /evstream (a leading /, no"
-                f" trailing /, letters, digits and /-_.), got {url_prefix!r}"
-            )
+        def path(key: str, example: str) -> str:
+            value = get(key)
+            if (
+                not isinstance(value, str)
+                or not value.startswith("/")
+                or value.endswith("/")
+                or not all(c.isalnum() or c in "/-_." for c in value)
+            ):
+                raise ValueError(
+                    f"{key} must be a path like {example} (a leading /, no"
+                    f" trailing /, letters, digits and /-_.), got {value!r}"
+                )
+            return value
+
+        url_prefix = path("EVSTREAM_URL_PREFIX", "/evstream")
+        metrics = get("EVSTREAM_METRICS")
+        if not isinstance(metrics, bool):
+            raise ValueError(f"EVSTREAM_METRICS must be True or False, got {metrics!r}")
+        metrics_path = None
+        if get("EVSTREAM_METRICS_PATH") is not None:
+            metrics_path = path("EVSTREAM_METRICS_PATH", "/metrics")
+            if not metrics:
+                raise ValueError(
+                    f"EVSTREAM_METRICS_PATH is {metrics_path!r} but EVSTREAM_METRICS is"
+                    " False: set EVSTREAM_METRICS = True to serve metrics, or"
+                    " EVSTREAM_METRICS_PATH = None"
+                )
         prefix = get("EVSTREAM_REDIS_PREFIX")
         if (
             not isinstance(prefix, str)
@@ -238,6 +271,8 @@ class Settings:
             resume_max_events=integer("EVSTREAM_RESUME_MAX_EVENTS", 10, "events"),
             resume_max_bytes=integer("EVSTREAM_RESUME_MAX_BYTES", 1024, "bytes"),
             url_prefix=url_prefix,
+            metrics=metrics,
+            metrics_path=metrics_path,
         )
 
     def make_broker(self) -> Broker:
@@ -266,6 +301,8 @@ class _State:
     broker: Broker
     #: Where resumable streams keep their logs (made at first use).
     log_broker: Broker | None = None
+    #: The metrics this app counts (``EVSTREAM_METRICS``), or ``None``.
+    metrics: Metrics | None = None
 
     def logs(self) -> Broker:
         """The broker of resumable streams' logs: the app's broker URL with
@@ -306,6 +343,13 @@ def subscribers(app: Flask | None = None) -> int:
     from .brokers.base import all_brokers
 
     return sum(broker.hub.count() for broker in all_brokers())
+
+
+def metrics_for(app: Flask) -> Metrics | None:
+    """Return the metrics ``app`` counts: ``None`` unless the extension is
+    registered with ``EVSTREAM_METRICS = True``."""
+    state = app.extensions.get("evstream")
+    return None if state is None else state.metrics
 
 
 def settings_for(app: Flask) -> Settings:
@@ -413,6 +457,14 @@ class EvStream:
         - ``EVSTREAM_URL_PREFIX``: where the resume URLs
           (``<prefix>/streams/<id>``) and ``<prefix>/evstream.js`` are.
           Default ``"/evstream"``.
+        - ``EVSTREAM_METRICS``: count Prometheus metrics (see :doc:`/metrics`;
+          needs the ``metrics`` extra, ``prometheus_client``). Default
+          ``False``: nothing is counted and ``prometheus_client`` is not
+          imported.
+        - ``EVSTREAM_METRICS_PATH``: a path such as ``/metrics`` where the
+          extension serves the metrics (needs ``EVSTREAM_METRICS``); default
+          ``None``, no route: mount
+          :func:`flask_evstream.metrics.metrics_view` where you choose.
 
         What each key allows: :doc:`/config`.
 
@@ -420,8 +472,13 @@ class EvStream:
         :mod:`flask_evstream.gunicorn_conf` exits; elsewhere call
         ``app.extensions["evstream"].broker.close()`` when you are done.
 
-        :raises RuntimeError: the extension is already registered on ``app``.
-        :raises ValueError: a config value is not allowed.
+        :raises RuntimeError: the extension is already registered on ``app``,
+            or ``EVSTREAM_METRICS`` is on and ``prometheus_client`` was
+            imported before ``PROMETHEUS_MULTIPROC_DIR`` was set.
+        :raises ValueError: a config value is not allowed, or
+            ``PROMETHEUS_MULTIPROC_DIR`` is set but is not a directory.
+        :raises ImportError: ``EVSTREAM_METRICS`` is on and
+            ``prometheus_client`` is not installed (the ``metrics`` extra).
         """
         if "evstream" in app.extensions:
             raise RuntimeError(
@@ -431,8 +488,13 @@ class EvStream:
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_config(app.config)
+        metrics = None
+        if settings.metrics:
+            from .metrics import process_metrics
+
+            metrics = process_metrics()
         broker = self._broker if self._broker is not None else settings.make_broker()
-        state = _State(self, settings, broker)
+        state = _State(self, settings, broker, metrics=metrics)
         state.logs()
         app.extensions["evstream"] = state
         self._apps.add(app)
@@ -445,6 +507,10 @@ class EvStream:
             methods=["GET", "DELETE"],
         )
         app.add_url_rule(f"{settings.url_prefix}/evstream.js", "evstream_js", script_view)
+        if settings.metrics_path is not None:
+            from .metrics import metrics_view
+
+            app.add_url_rule(settings.metrics_path, "evstream_metrics", metrics_view)
 
     def _app(self) -> Flask:
         """The app a call is for: the current app, or the only one registered."""
@@ -607,4 +673,5 @@ class EvStream:
             last_event_id=last_event_id,
             queue_size=state.settings.queue_size,
             max_buffer=state.settings.max_buffer,
+            metrics=state.metrics,
         )

@@ -31,6 +31,14 @@ Environment variables (read when gunicorn starts):
     a full collection took 27 ms with the memory broker and 49 ms with
     Redis, and it landed in a broadcast; about half of what it scanned was
     the loaded code.
+``PROMETHEUS_MULTIPROC_DIR``
+    For apps with ``EVSTREAM_METRICS = True`` and more than one worker:
+    the directory of prometheus_client's multiprocess mode, where each
+    worker writes its metrics (see :doc:`/metrics`). The master creates it
+    if needed and empties it at start (its ``*.db`` files, from an earlier
+    run: stale gauges of dead workers and counters of another run), and
+    removes the live gauges of each worker that exits
+    (:func:`prometheus_client.multiprocess.mark_process_dead`).
 
 Check a config with ``gunicorn --check-config -c python:flask_evstream.gunicorn_conf app:app``:
 gunicorn ignores names it does not know.
@@ -40,7 +48,9 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 import resource
+import sys
 import time
 import typing as t
 
@@ -114,6 +124,68 @@ def on_starting(server: t.Any) -> None:
         server.log.info("Raised the open-file limit from %s to %s", soft, want)
     if want < connections:
         server.log.warning("Open-file limit %s is below worker_connections %s", want, connections)
+    _empty_metrics_dir(server)
+
+
+#: The files prometheus_client's multiprocess mode writes: ``<type>_<pid>.db``.
+_METRICS_FILE = re.compile(r"(counter|gauge_[a-z]+|histogram|summary)_\d+\.db")
+
+
+def _empty_metrics_dir(server: t.Any) -> None:
+    """Create ``PROMETHEUS_MULTIPROC_DIR`` if it is set, and remove the files
+    an earlier run left there (prometheus_client would add them in)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    os.makedirs(path, exist_ok=True)
+    stale = [name for name in os.listdir(path) if _METRICS_FILE.fullmatch(name)]
+    for name in stale:
+        os.remove(os.path.join(path, name))
+    if stale:
+        server.log.info(
+            "flask-evstream: removed %d metrics file(s) of an earlier run from"
+            " PROMETHEUS_MULTIPROC_DIR %s",
+            len(stale),
+            path,
+        )
+
+
+def child_exit(server: t.Any, worker: t.Any) -> None:
+    """In prometheus_client's multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``
+    set), remove the live gauges of a worker that exited, however it ended
+    (:func:`prometheus_client.multiprocess.mark_process_dead`): its open
+    streams are no longer counted. Its counters stay, so totals never go
+    back. Runs in the master; imports nothing otherwise."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path:
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    multiprocess.mark_process_dead(worker.pid, path)  # type: ignore[no-untyped-call]
+
+
+#: The live gauges' files of prometheus_client's multiprocess mode.
+_LIVE_GAUGE_FILE = re.compile(r"gauge_live[a-z]+_(\d+)\.db")
+
+
+def on_exit(server: t.Any) -> None:
+    """At the master's exit no worker is left: remove the live gauges of
+    all of them, in case ``child_exit`` missed one (a worker killed at the
+    end of ``graceful_timeout`` may not be reaped before the master exits)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not path or not os.path.isdir(path):
+        return
+    pids = {m.group(1) for m in map(_LIVE_GAUGE_FILE.fullmatch, os.listdir(path)) if m}
+    if not pids:
+        return
+    try:
+        from prometheus_client import multiprocess
+    except ImportError:
+        return
+    for pid in pids:
+        multiprocess.mark_process_dead(int(pid), path)  # type: ignore[no-untyped-call]
 
 
 #: Seconds between the shutdown watcher's looks at the worker.
@@ -180,6 +252,20 @@ def _warn_about_setup(worker: t.Any) -> None:
             " (flask_evstream.gunicorn_conf's default) or gthread."
         )
     workers = int(worker.cfg.workers)
+    metrics = sys.modules.get("flask_evstream.metrics")
+    if (
+        workers > 1
+        and metrics is not None
+        and metrics.counting()
+        and not metrics.multiprocess_dir()
+    ):
+        worker.log.warning(
+            "flask-evstream: EVSTREAM_METRICS is on and gunicorn runs %d workers"
+            " without PROMETHEUS_MULTIPROC_DIR: each worker counts for itself and a"
+            " scrape shows the numbers of the worker that answers it. Set"
+            " PROMETHEUS_MULTIPROC_DIR to a directory for the server's metrics.",
+            workers,
+        )
     if workers > 1 and any(isinstance(b, MemoryBroker) for b in all_brokers()):
         worker.log.warning(
             "flask-evstream: the broker is memory:// and gunicorn runs %d workers:"

@@ -95,6 +95,9 @@ class Source(t.Protocol):
     error: BaseException | None
     #: Set by the stream: drops the client's connection.
     abort: t.Callable[[], None] | None
+    #: The number of events in the bytes :meth:`take` returned last (for
+    #: :mod:`flask_evstream.metrics`: set once per take, never per event).
+    taken: int
 
     def take(self, timeout: float | None) -> bytes | None:
         """Pending bytes; ``None`` after ``timeout``; ``b""`` at the end."""
@@ -151,6 +154,8 @@ class Pump:
         self._wakers: list[t.Callable[[], None]] = []
         #: Set by the stream: drops the client's connection.
         self.abort: t.Callable[[], None] | None = None
+        #: The number of items in the chunk :meth:`take` returned last.
+        self.taken = 0
 
     def start(self) -> None:
         """Start iterating in a new greenlet (gevent) or daemon thread.
@@ -291,6 +296,7 @@ class Pump:
             if not queue:
                 return b"" if self.done or self._closed else None
         parts = [queue.popleft() for _ in range(len(queue))]
+        self.taken = len(parts)
         chunk = parts[0] if len(parts) == 1 else b"".join(parts)
         self._consumed_bytes += len(chunk)
         self._space.notify()

@@ -16,7 +16,7 @@ from werkzeug.datastructures import Headers
 
 from .channels import Subscription
 from .event import HEARTBEAT, OPEN, retry_line
-from .extension import FROM_CONFIG, settings_for
+from .extension import FROM_CONFIG, metrics_for, settings_for
 from .helpers import last_event_id, parse_event_id
 from .pump import Pump, Source
 
@@ -44,6 +44,10 @@ _live: set[EventStream] = set()
 
 # The body of the current request's stream, if it made one.
 _ENVIRON_KEY = "flask_evstream.body"
+
+#: Where ``sse_route`` notes when it called the view (``time.monotonic()``),
+#: with metrics on: the start of the time to the first event.
+STARTED_KEY = "flask_evstream.started"
 
 
 def live_streams(app: Flask | None = None) -> int:
@@ -251,11 +255,15 @@ def stream_response(
             pump.close()
             raise error
         source = pump
-    body = EventStream(
-        source,
-        app=app,
-        retry=retry,
-        heartbeat=heartbeat,
-        keep_context=not isinstance(source, Subscription),
-    )
+    keep_context = not isinstance(source, Subscription)
+    metrics = metrics_for(app)
+    body: EventStream
+    if metrics is None:
+        body = EventStream(
+            source, app=app, retry=retry, heartbeat=heartbeat, keep_context=keep_context
+        )
+    else:
+        body = metrics.stream(
+            source, app=app, retry=retry, heartbeat=heartbeat, keep_context=keep_context
+        )
     return Response(body, headers=all_headers, direct_passthrough=True)

@@ -59,6 +59,9 @@ from .helpers import last_event_id, parse_event_id
 from .jsondata import dumps
 from .response import stream_response
 
+if t.TYPE_CHECKING:
+    from .metrics import Metrics
+
 __all__ = [
     "END_EVENT",
     "LEASE_SECONDS",
@@ -211,6 +214,7 @@ class Producer:
         max_age: float,
         max_buffer: int,
         app_logger: logging.Logger,
+        metrics: Metrics | None = None,
     ) -> None:
         self.sid = sid
         self._max_buffer = max_buffer
@@ -220,6 +224,7 @@ class Producer:
         self._max_bytes = max_bytes
         self._max_age = max_age
         self._logger = app_logger
+        self._metrics = metrics
         self._gevent = uses_gevent()
         app: Flask = current_app._get_current_object()  # type: ignore[attr-defined]
         request.get_data()  # the body, read now: the connection may go
@@ -259,6 +264,8 @@ class Producer:
         """Write the log's first entry and start the watcher and the generator."""
         self._write(Event(dumps({"t": time.time()}), event=_START))
         _producers.add(self)
+        if self._metrics is not None:
+            self._metrics.producers.inc()
         spawn(contextvars.Context().run, self._watch, name=f"evstream-watch-{self.sid[:6]}")
         self._watching.wait(5)
         spawn(self._flush, name=f"evstream-log-{self.sid[:6]}")
@@ -367,6 +374,8 @@ class Producer:
                             continue
                 finally:
                     _producers.discard(self)
+                    if self._metrics is not None:
+                        self._metrics.producers.dec()
                     self._finished.set()
                     self._started.set()
                     ctx.pop()
@@ -439,19 +448,19 @@ class Producer:
                 self._space.notify()  # the generator goes on while this write is in flight
                 if self._write_failed:
                     continue  # the log is lost already: nothing more is written
-                runs: list[bytes] = []
+                runs: list[tuple[bytes, int]] = []  # the bytes and events of each
                 for wire in taken:
                     if run and size + len(wire) > limit:
-                        runs.append(b"".join(run))
+                        runs.append((b"".join(run), len(run)))
                         entries.append(
-                            (log_entry(written + 1, written + len(run), runs[-1]), _DATA)
+                            (log_entry(written + 1, written + len(run), runs[-1][0]), _DATA)
                         )
                         written += len(run)
                         run, size = [], 0
                     run.append(wire)
                     size += len(wire)
-                runs.append(b"".join(run))
-                entries.append((log_entry(written + 1, written + len(run), runs[-1]), _DATA))
+                runs.append((b"".join(run), len(run)))
+                entries.append((log_entry(written + 1, written + len(run), runs[-1][0]), _DATA))
                 written += len(run)
                 try:
                     self._broker.publish_many(channel, entries)
@@ -574,11 +583,12 @@ class LogReader(Subscription):
         # Fed by a producer of this process (Producer.attach) instead of the
         # broker: the runs' bytes and, at the end, the ending's.
         self._producer: Producer | None = None
-        self._fed: collections.deque[bytes] = collections.deque()
+        self._fed: collections.deque[tuple[bytes, int]] = collections.deque()
         self._fed_flag = Flag()
         self._fed_end: bytes | None = None
 
-    def _feed(self, runs: list[bytes]) -> None:
+    def _feed(self, runs: list[tuple[bytes, int]]) -> None:
+        """Queue runs (their bytes and their number of events) to send."""
         self._fed.extend(runs)
         self._fed_flag.notify()
 
@@ -615,6 +625,7 @@ class LogReader(Subscription):
             if self._fed_end is not None:
                 end, self._fed_end = self._fed_end, b""
                 self.close()
+                self.taken = 1 if end else 0
                 return end or b""
             ready = lambda: bool(fed) or self._fed_end is not None or self._finished  # noqa: E731
             if not self._fed_flag.wait(ready, timeout):
@@ -622,11 +633,14 @@ class LogReader(Subscription):
             return self._take_fed(timeout)
         parts = []
         size = 0
+        events = 0
         limit = self._max_buffer
         while fed and size < limit:
-            wire = fed.popleft()
+            wire, count = fed.popleft()
             parts.append(wire)
             size += len(wire)
+            events += count
+        self.taken = events
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def __next__(self) -> Event:
@@ -657,30 +671,35 @@ class LogReader(Subscription):
         self._heard = time.monotonic()
         parts = []
         size = 0
+        events = 0
         limit = self._max_buffer
         while pending and size < limit:
             event = pending.popleft()
             kind = event.event
             if kind == _DATA:
-                wire = self._run_after(event.data)
-                if wire:
-                    parts.append(wire)
-                    size += len(wire)
+                run = self._run_after(event.data)
+                if run is not None:
+                    parts.append(run[0])
+                    size += len(run[0])
+                    events += run[1]
             elif kind == _DONE:
                 self._ended = True
                 break
             elif kind == END_EVENT:
                 parts.append(Event(event.data, event=END_EVENT).encode())
+                events += 1
                 self._ended = True
                 break
         if self._ended:
             pending.clear()
         if not parts:
             return self.take(timeout) if pending or self._ended else None
+        self.taken = events
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    def _run_after(self, text: str) -> bytes | None:
-        """The bytes of a run's events after this reader's position."""
+    def _run_after(self, text: str) -> tuple[bytes, int] | None:
+        """The bytes of a run's events after this reader's position, and
+        their number."""
         head, _, body = text.partition("\n")
         first_text, _, last_text = head.partition(" ")
         last = int(last_text)
@@ -689,15 +708,16 @@ class LogReader(Subscription):
             return None  # sent already
         self._position = last
         wire = body.encode()
-        if int(first_text) > position:
-            return wire
+        first = int(first_text)
+        if first > position:
+            return wire, last - first + 1
         # A resume in the middle of the run: from the event after ours, which
         # starts with its id line, at the start or after a blank line.
         line = b"id: %s.%d\n" % (self._sid.encode(), position + 1)
         if wire.startswith(line):
-            return wire
+            return wire, last - position
         at = wire.find(b"\n\n" + line)
-        return wire[at + 2 :] if at >= 0 else None
+        return (wire[at + 2 :], last - position) if at >= 0 else None
 
     def _lost(self) -> None:
         """Nothing for ``lost_after``: the producer died. Record it in the log
@@ -737,10 +757,25 @@ def stream_id() -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _authorize(state: t.Any, sid: str) -> None:
+def _authorize(state: t.Any, sid: str, *, resume: bool) -> None:
     hook = state.extension._authorize
     if hook is not None and not hook(f"stream:{sid}"):
-        abort(403)
+        _refuse(state, "forbidden", 403, resume=resume)
+
+
+def _count_resume(state: t.Any, outcome: str) -> None:
+    """Count a resume's outcome (one of ``metrics.RESUME_OUTCOMES``), with
+    metrics on."""
+    metrics = state.metrics
+    if metrics is not None:
+        metrics.resume(outcome)
+
+
+def _refuse(state: t.Any, outcome: str, code: int, *, resume: bool) -> t.NoReturn:
+    """Answer ``code``; count the outcome when the request is a resume."""
+    if resume:
+        _count_resume(state, outcome)
+    abort(code)
 
 
 def new_reader(state: t.Any, sid: str, after: int) -> LogReader:
@@ -790,13 +825,17 @@ def resume_if_asked(**options: t.Any) -> Response | None:
     logs = state.logs()
     try:
         if not logs.exists(log_channel(sid)):
+            _count_resume(state, "not_found")  # the route starts a new stream
             return None
     except BrokerUnavailable:
-        abort(503)
-    _authorize(state, sid)
+        _refuse(state, "unavailable", 503, resume=True)
+    _authorize(state, sid, resume=True)
     if _done_after(logs, sid, after):
+        _count_resume(state, "done")
         return current_app.response_class(status=204)
-    return reader_response(state, sid, after, **options)
+    response = reader_response(state, sid, after, **options)
+    _count_resume(state, "resumed")
+    return response
 
 
 def begin() -> str:
@@ -821,6 +860,7 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
         max_age=settings.resume_max_age,
         max_buffer=settings.max_buffer,
         app_logger=current_app.logger,
+        metrics=state.metrics,
     )
     # The response of this request is fed by the producer (same process):
     # each run once it is in the log, without reading it back.
@@ -844,23 +884,29 @@ def start(iterable: t.Iterable[t.Any], sid: str, **options: t.Any) -> Response:
 def stream_view(sid: str) -> t.Any:
     """``GET`` (resume) and ``DELETE`` (stop) on ``<prefix>/streams/<sid>``."""
     state = _state()
+    resume = request.method == "GET"  # a resume's outcome is counted (not HEAD's)
     if check_stream_id(sid) is None:
-        abort(404)
-    _authorize(state, sid)
+        _refuse(state, "not_found", 404, resume=resume)
+    _authorize(state, sid, resume=resume)
     logs = state.logs()
     try:
         if not logs.exists(log_channel(sid)):
-            abort(404)
+            _refuse(state, "not_found", 404, resume=resume)
         if request.method == "DELETE":
             cancel(logs, sid)
             return "", 202
     except BrokerUnavailable:
-        abort(503)
+        _refuse(state, "unavailable", 503, resume=resume)
     parsed = parse_resume_id(last_event_id())
     after = parsed[1] if parsed is not None and parsed[0] == sid else 0
     if after and _done_after(logs, sid, after):
+        if resume:
+            _count_resume(state, "done")
         return "", 204  # nothing more, ever: EventSource and evstream.js stop
-    return reader_response(state, sid, after)
+    response = reader_response(state, sid, after)
+    if resume:
+        _count_resume(state, "resumed")
+    return response
 
 
 def _done_after(logs: Broker, sid: str, after: int) -> bool:

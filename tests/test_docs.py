@@ -45,6 +45,10 @@ NODE = shutil.which("node") or "/usr/bin/node"
 COVERED = {
     "sh-install": "test_docs.py::test_the_install_line_names_real_extras",
     "sh-install-fast": "test_docs.py::test_the_install_line_names_real_extras",
+    "sh-install-metrics": "test_docs.py::test_the_install_line_names_real_extras",
+    "py-metrics-config": "test_docs.py::test_metrics_page_samples",
+    "py-metrics-mount": "test_docs.py::test_metrics_page_samples",
+    "sh-metrics-gunicorn": "test_docs.py::test_metrics_page_samples",
     "sh-flask-run": "test_docs_server.py::test_quickstart_under_flask_run",
     "console-curl": "test_docs_server.py::test_quickstart_under_flask_run",
     "js-quickstart": "test_docs_server.py::test_quickstart_page_in_chromium",
@@ -168,6 +172,8 @@ def test_each_environment_form_reaches_the_key(key: str, monkeypatch: pytest.Mon
     name, _, raw = re.fullmatch(r"``(.*)``", env)[1].partition("=")  # type: ignore[index]
     assert name == f"FLASK_{key}"
     monkeypatch.setenv(name, raw)
+    if key == "EVSTREAM_METRICS_PATH":  # a path needs the metrics on (config.rst)
+        monkeypatch.setenv("FLASK_EVSTREAM_METRICS", "true")
     app = Flask("env")
     app.config.from_prefixed_env()
     value = app.config[key]
@@ -300,7 +306,7 @@ def test_check_config_command() -> None:
 
 def test_the_install_line_names_real_extras() -> None:
     setup = (ROOT / "setup.py").read_text()
-    for key in ("sh-install", "sh-install-fast"):
+    for key in ("sh-install", "sh-install-fast", "sh-install-metrics"):
         words = shlex.split(sample(key))
         assert words[:2] == ["pip", "install"]
         name, extras = re.fullmatch(r"([\w-]+)\[([\w,]+)\]", words[2]).groups()  # type: ignore[union-attr]
@@ -681,8 +687,18 @@ def test_docstring_samples_run(tmp_path: Path) -> None:
         "flask_evstream.extension.EvStream.authorize",
         "flask_evstream.gunicorn_conf",
         "flask_evstream.helpers.parse_event_id",
+        "flask_evstream.metrics.metrics_view",
         "flask_evstream.testing",
     ], "a docstring sample no test runs: add it here"
+
+    from flask_evstream.metrics import metrics_view
+
+    [code] = found["flask_evstream.metrics.metrics_view"]
+    app = Flask("doc")
+    app.config["EVSTREAM_METRICS"] = True
+    EvStream(app)
+    run_sample(code, {"app": app, "metrics_view": metrics_view, "admin_only": lambda view: view})
+    assert b"evstream_open_streams" in app.test_client().get("/metrics").data
 
     [code] = found["flask_evstream.helpers.parse_event_id"]
     app = Flask("doc")
@@ -753,3 +769,64 @@ def test_docstring_samples_run(tmp_path: Path) -> None:
     settings = print_config({}, "-c", str(tmp_path / "conf.py"), "quickstart:app")
     assert ast.literal_eval(settings["bind"]) == ["0.0.0.0:9000"]
     assert settings["worker_class"] == "gevent"
+
+
+def test_metrics_page_samples(tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from flask_evstream import EvStream
+    from flask_evstream.metrics import metrics_view
+
+    def families(data: bytes) -> set[str]:
+        return {f.name for f in text_string_to_metric_families(data.decode())}
+
+    app = Flask("metrics-doc")
+    run_sample(sample("py-metrics-config"), {"app": app, "EvStream": EvStream})
+    assert "evstream_open_streams" in families(app.test_client().get("/metrics").data)
+
+    app = Flask("metrics-doc-mount")
+    app.config["EVSTREAM_METRICS"] = True
+    EvStream(app)
+    allowed: list[bool] = []
+
+    def internal_only(view: t.Any) -> t.Any:
+        def guarded() -> t.Any:
+            allowed.append(True)
+            return view()
+
+        return guarded
+
+    run_sample(
+        sample("py-metrics-mount"),
+        {"app": app, "internal_only": internal_only, "metrics_view": metrics_view},
+    )
+    assert "evstream_events_sent" in families(app.test_client().get("/metrics").data)
+    assert allowed == [True]
+
+    # The gunicorn command: its environment and config are accepted.
+    words = shlex.split(sample("sh-metrics-gunicorn").replace("\\\n", " "))
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+    while "=" in words[0]:
+        name, _, value = words.pop(0).partition("=")
+        env[name] = value
+    assert sorted(env) == [
+        "FLASK_EVSTREAM_BROKER_URL",
+        "FLASK_EVSTREAM_METRICS",
+        "FLASK_EVSTREAM_METRICS_PATH",
+        "PATH",
+        "PROMETHEUS_MULTIPROC_DIR",
+        "PYTHONPATH",
+    ]
+    env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / "metrics")
+    (tmp_path / "metrics").mkdir()
+    assert words[0] == "gunicorn"
+    assert words[-1] == "metrics_app:app"  # docs/examples/metrics_app.py
+    done = subprocess.run(
+        [sys.executable, "-m", *words[:-1], "--check-config", words[-1]],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr + done.stdout

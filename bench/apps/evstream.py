@@ -3,7 +3,8 @@
 Also the subscription views: ``/idle-sub`` (scenario A's ``evstream-sub``
 row) and ``/bcast`` + ``POST /publish`` (scenario D). The broker is
 ``BENCH_BROKER_URL`` (default ``memory://``; ``run.py`` sets a ``redis://``
-URL for ``evstream-redis``).
+URL for ``evstream-redis``). ``BENCH_METRICS=1`` turns the extension's
+Prometheus metrics on.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ PREBUILT = Event(CHUNK_WIRE[len(b"data: ") : -2].decode())
 app = Flask(__name__)
 app.config["EVSTREAM_HEARTBEAT"] = HEARTBEAT
 app.config["EVSTREAM_BROKER_URL"] = os.environ.get("BENCH_BROKER_URL", "memory://")
+# BENCH_METRICS=1: the same views with Prometheus metrics on (for their
+# cost; with PROMETHEUS_MULTIPROC_DIR set, as under several workers).
+app.config["EVSTREAM_METRICS"] = os.environ.get("BENCH_METRICS", "0") == "1"
 sse = EvStream(app)
 
 

@@ -31,6 +31,7 @@ class Subscriber:
         "_flag",
         "_is_ready",
         "overflowed",
+        "queue_full",
         "closed",
         "on_overflow",
     )
@@ -43,8 +44,11 @@ class Subscriber:
         self._limit = limit
         self._flag = Flag()
         self._is_ready = self._ready  # made once: the wait path allocates nothing
-        #: The queue filled up: this subscriber was cut off.
+        #: This subscriber was cut off (its queue filled up, or the broker's
+        #: reader fell behind: :meth:`Hub.cut_off`).
         self.overflowed = False
+        #: Cut off because its own queue filled up: its client is slow.
+        self.queue_full = False
         #: Closed: :meth:`get` returns what is left, then ``None``.
         self.closed = False
         #: Called once when the queue overflows (the stream drops the client).
@@ -60,6 +64,7 @@ class Subscriber:
         if queue is None:
             queue = self._queue = collections.deque()
         if len(queue) >= self._limit:
+            self.queue_full = True
             self.cut_off()
             return
         queue.append(item)
