@@ -187,3 +187,16 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[t.Any]:
     server = RedisServer(tmp_path_factory.mktemp("redis"))
     yield server
     server.stop()
+
+
+@pytest.fixture
+def browser() -> t.Iterator[t.Any]:
+    """Headless Chromium (Debian's, driven by playwright), closed after the test."""
+    from playwright.sync_api import sync_playwright
+
+    from .test_browser import CHROMIUM_ARGS
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -16,10 +16,9 @@ import typing as t
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from .conftest import Server
-from .test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.server
 
@@ -43,14 +42,6 @@ def origins(start_server: t.Callable[..., Server]) -> Origins:
         },
     )
     return Origins(page, api)
-
-
-@pytest.fixture
-def browser() -> t.Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser: Browser, origins: Origins) -> Page:

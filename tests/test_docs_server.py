@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from docs.examples.resumable_chat import ANSWER
 
@@ -30,7 +30,6 @@ from .conftest import ROOT, Server, free_port
 from .docs_samples import DOCS, sample
 from .proxy import CuttingProxy
 from .redis_server import RedisServer
-from .test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.server
 
@@ -147,14 +146,6 @@ def test_quickstart_under_flask_run(run_command: t.Callable[..., Command]) -> No
         ready=f"http://127.0.0.1:{port}/clock",
     )
     check_curl_transcript("console-curl", "localhost:5000", port)
-
-
-@pytest.fixture
-def browser() -> t.Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def test_quickstart_page_in_chromium(

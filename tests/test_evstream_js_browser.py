@@ -11,12 +11,11 @@ import time
 import typing as t
 
 import pytest
-from playwright.sync_api import Page, sync_playwright
+from playwright.sync_api import Page
 
 from .conftest import Server
 from .proxy import CuttingProxy
 from .redis_server import RedisServer
-from .test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.server
 
@@ -36,14 +35,6 @@ def proxy(
     proxy.close()
     for server in servers:
         assert "Traceback" not in server.log(), server.log()[-3000:]
-
-
-@pytest.fixture
-def browser() -> t.Iterator[t.Any]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def open_page(browser: t.Any, proxy: CuttingProxy) -> Page:

@@ -16,14 +16,13 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, Page
 
 from example_app.models import OfflineModel
 
 from .conftest import ROOT, Server
 from .proxy import CuttingProxy
 from .redis_server import RedisServer
-from .test_browser import CHROMIUM_ARGS
 
 pytestmark = pytest.mark.server
 
@@ -77,14 +76,6 @@ def demo(
         if redis is not None:
             redis.stop()
     assert "Traceback" not in server.log(), server.log()[-3000:]
-
-
-@pytest.fixture
-def browser() -> t.Iterator[Browser]:
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def shoot(page: Page, name: str, demo: Demo) -> None:
