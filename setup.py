@@ -11,6 +11,14 @@ version = re.search(
 )
 assert version is not None
 
+# gevent 26 publishes no wheels for Python 3.9 (end of life in October 2025),
+# so pip would compile it there, which needs a C toolchain and takes minutes.
+# 25.9 is the last release with cp39 wheels; newer Pythons take any release.
+GEVENT = [
+    'gevent>=23.9,<26; python_version < "3.10"',
+    'gevent>=23.9; python_version >= "3.10"',
+]
+
 setup(
     name="flask-evstream",
     version=version.group(1),
@@ -23,7 +31,7 @@ setup(
     python_requires=">=3.9",
     install_requires=["flask>=2.3"],
     extras_require={
-        "gevent": ["gevent>=23.9", "gunicorn[gevent]>=21.2"],
+        "gevent": [*GEVENT, "gunicorn[gevent]>=21.2"],
         "redis": ["redis>=5"],
         # Event data encoded by orjson where its bytes are the standard library's.
         "fast": ["orjson>=3.9"],
@@ -43,7 +51,7 @@ setup(
             "trustme>=1.1",
             "cryptography>=3.1",
             "h2>=4.1",  # gunicorn's own HTTP/2, which tests/test_http2.py shows stalling
-            "gevent>=23.9",
+            *GEVENT,
             "gunicorn>=21.2",
             "mypy>=1.8",
             "ruff>=0.4",
