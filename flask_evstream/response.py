@@ -27,7 +27,9 @@ __all__ = ["EventStream", "stream_response", "live_streams", "end_streams", "HEA
 
 #: The headers of every stream response. ``Cache-Control`` forbids storing
 #: and transforming (compressing proxies buffer); ``X-Accel-Buffering`` turns
-#: off nginx's proxy buffering for this response. No hop-by-hop headers
+#: off nginx's proxy buffering for this response, so nginx reads no further
+#: ahead of a slow client than it can send (backpressure reaches the
+#: generator). No hop-by-hop headers
 #: (``Connection``, ``Transfer-Encoding``): WSGI forbids them and HTTP/2
 #: rejects them; the server frames the body itself.
 HEADERS: dict[str, str] = {

@@ -38,20 +38,38 @@ VENV_BIN = str(Path(sys.executable).parent)
 
 
 class Command:
-    """A shell sample of the docs, run by bash as written, in docs/examples."""
+    """A shell sample of the docs, run by bash as written: by default in
+    docs/examples, with this checkout importable and the test venv's
+    commands first on ``PATH``. ``cwd`` and ``bin_dir`` run it elsewhere
+    (another venv's ``gunicorn``); ``checkout=False`` leaves this checkout
+    off ``PYTHONPATH``, so the package comes from that venv."""
 
-    def __init__(self, text: str, *, env: dict[str, str], tmp: Path, ready: str) -> None:
+    def __init__(
+        self,
+        text: str,
+        *,
+        env: dict[str, str],
+        tmp: Path,
+        ready: str,
+        cwd: Path = EXAMPLES,
+        bin_dir: str = VENV_BIN,
+        checkout: bool = True,
+    ) -> None:
         self.log_path = tmp / f"command-{free_port()}.log"
         self._log = open(self.log_path, "wb")
+        full_env = {
+            **os.environ,
+            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
+            **({"PYTHONPATH": str(ROOT)} if checkout else {}),
+            **env,
+        }
+        if not checkout:
+            full_env.pop("PYTHONPATH", None)
+            full_env.pop("VIRTUAL_ENV", None)
         self.proc = subprocess.Popen(
             ["bash", "-c", text],
-            cwd=EXAMPLES,
-            env={
-                **os.environ,
-                "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-                "PYTHONPATH": str(ROOT),
-                **env,
-            },
+            cwd=cwd,
+            env=full_env,
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own process group, ended below

@@ -63,6 +63,27 @@ def events() -> t.Iterator[t.Any]:
         yield {"i": i}
 
 
+#: How many events each ``/bulk/<name>`` generator has made so far.
+bulk_made: dict[str, int] = {}
+
+
+@app.get("/bulk/<name>")
+@sse_route()
+def bulk(name: str) -> t.Iterator[t.Any]:
+    """``n`` events of ``size`` bytes of data each, as fast as the client
+    (or a proxy in between) takes them; ``/bulk-made/<name>`` tells how many
+    the generator has made."""
+    pad = "x" * int(request.args.get("size", "131072"))
+    for i in range(int(request.args.get("n", "512"))):
+        bulk_made[name] = i + 1
+        yield Event(pad, id=str(i))
+
+
+@app.get("/bulk-made/<name>")
+def bulk_made_view(name: str) -> t.Any:
+    return jsonify(made=bulk_made.get(name, 0), live=live_streams())
+
+
 @app.get("/paced")
 @sse_route()
 def paced() -> t.Iterator[t.Any]:
