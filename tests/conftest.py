@@ -122,7 +122,10 @@ class Server:
                 raise RuntimeError(f"gunicorn exited {self.proc.returncode}:\n{self.log()}")
             with contextlib.suppress(httpx.HTTPError):
                 ready = httpx.get(self.url + self.ready_path, timeout=2, verify=self.verify)
-                if ready.status_code == 200:
+                # free_port() lets the port go before gunicorn binds it, so
+                # another test process may have taken it: the answer counts
+                # only once this master says it listens there.
+                if ready.status_code == 200 and f"127.0.0.1:{self.port} (" in self.log():
                     return
             time.sleep(0.1)
         raise RuntimeError(f"gunicorn did not answer within 30 s:\n{self.log()}")
