@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import resource
-import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +17,8 @@ import pytest
 from flask import Flask
 
 from flask_evstream import EvStream
+
+from .processes import end
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -151,13 +152,7 @@ class Server:
         return stats
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, 30)
         self._log.close()
 
 

@@ -16,6 +16,7 @@ import redis
 from redis.crc import key_slot
 
 from .conftest import free_port
+from .processes import end as end_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
@@ -76,12 +77,7 @@ class RedisServer:
 
     def stop(self) -> None:
         if self.proc is not None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+            end_process(self.proc, 10)
             self.proc = None
         self.admin.close()
         self.admin.connection_pool.disconnect()

@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -28,6 +27,7 @@ from docs.examples.resumable_chat import ANSWER
 
 from .conftest import ROOT, Server, free_port
 from .docs_samples import DOCS, sample
+from .processes import end
 from .proxy import CuttingProxy
 from .redis_server import RedisServer
 
@@ -57,15 +57,13 @@ class Command:
     ) -> None:
         self.log_path = tmp / f"command-{free_port()}.log"
         self._log = open(self.log_path, "wb")
-        full_env = {
-            **os.environ,
-            "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            **({"PYTHONPATH": str(ROOT)} if checkout else {}),
-            **env,
-        }
-        if not checkout:
+        full_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
+        if checkout:
+            full_env["PYTHONPATH"] = str(ROOT)
+        else:
             full_env.pop("PYTHONPATH", None)
             full_env.pop("VIRTUAL_ENV", None)
+        full_env.update(env)
         self.proc = subprocess.Popen(
             ["bash", "-c", text],
             cwd=cwd,
@@ -98,13 +96,7 @@ class Command:
         return self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
+        end(self.proc, 30, group=True)  # bash and what it started
         self._log.close()
 
 

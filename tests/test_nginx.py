@@ -23,6 +23,7 @@ from flask_evstream.extension import DEFAULTS
 
 from .conftest import ROOT, Server, free_port
 from .docs_samples import sample
+from .processes import end
 from .sockets import RawStream
 
 pytestmark = pytest.mark.server
@@ -130,8 +131,7 @@ class Nginx:
         return self.access_log.read_text().splitlines()
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
+        end(self.proc, 10)
 
 
 @pytest.fixture

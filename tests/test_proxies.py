@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from .conftest import ROOT, Server, free_port
+from .processes import end
 from .sockets import RawStream
 from .test_nginx import lockstep_through
 
@@ -49,13 +50,7 @@ class Proxy:
                 time.sleep(0.05)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        end(self.proc, 10)
         self._out.close()
 
 
