@@ -394,12 +394,12 @@ class Producer:
                 self._write(Event(str(self._written), event=_DONE))
             else:
                 self._write(_end_event(reason))
-        except BrokerUnavailable as e:
+        except Exception as e:  # unreachable, or a foreign key over the log
             if reason == "done":  # not in the log: readers elsewhere will see lost
                 reason = "lost"
             logger.warning(
-                "Resumable stream %s ended %s but the broker is unreachable (%s);"
-                " its readers will take it for lost",
+                "Resumable stream %s ended %s but its ending cannot be written (%s);"
+                " its readers elsewhere will take it for lost",
                 self.sid,
                 reason,
                 e,
@@ -520,7 +520,14 @@ class Producer:
                             self._entries += 1
                             self._write(Event("", event=_LEASE))
                     except BrokerUnavailable:
-                        pass
+                        pass  # readers take the silence for lost, as they should
+                    except Exception as e:  # a foreign key over the log: it is lost
+                        self._logger.error(
+                            "Resumable stream %s cannot write its lease (%s); it ends failed",
+                            self.sid,
+                            e,
+                        )
+                        self.stop("failed")
         finally:
             sub.close()
 

@@ -62,6 +62,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def parent_pid(pid: int) -> int | None:
+    """The parent of process ``pid`` (None if it is gone)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    return int(status.split("\nPPid:", 1)[1].split()[0])
+
+
 class Server:
     """A gunicorn master started with flask_evstream.gunicorn_conf."""
 
@@ -137,8 +146,18 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
     def stats(self) -> dict[str, t.Any]:
-        stats = httpx.get(self.url + "/stats", timeout=10, verify=self.verify)
-        return stats.json()  # type: ignore[no-any-return]
+        stats: dict[str, t.Any] = httpx.get(
+            self.url + "/stats", timeout=10, verify=self.verify
+        ).json()
+        # One of this master's workers answered, not another test process's
+        # server on a port it took (free_port lets the port go first).
+        parent = parent_pid(stats["pid"]) if "pid" in stats else None
+        if parent is not None and parent != self.proc.pid:
+            raise AssertionError(
+                f"/stats of {self.url} came from pid {stats['pid']}, whose parent is"
+                f" {parent}, not this gunicorn master {self.proc.pid}"
+            )
+        return stats
 
     def wait_stats(
         self, check: t.Callable[[dict[str, t.Any]], bool], timeout: float

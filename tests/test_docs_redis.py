@@ -17,6 +17,7 @@ import redis
 from flask import Flask, request
 
 from flask_evstream import Event, EvStream, last_event_id, sse_route
+from flask_evstream.resumable import close_producers
 from flask_evstream.testing import iter_events, read_events
 
 from .docs_samples import sample
@@ -80,10 +81,15 @@ def make_app(url: str, channel: str) -> tuple[Flask, EvStream]:
 
 
 def close(app: Flask) -> None:
+    """Close the app's brokers once its producers have ended (as a worker's
+    exit does): a producer may still be writing the ending its reader has
+    already read, and a broker closed under it would fail that write."""
+    left = close_producers(10)
     state = app.extensions["evstream"]
     state.broker.close()
     if state.log_broker is not None:
         state.log_broker.close()
+    assert left == 0, f"{left} producer(s) still running after 10 s"
 
 
 def run_everything(app: Flask, sse: EvStream, admin: t.Callable[[], t.Any], channels: list[str]):

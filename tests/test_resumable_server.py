@@ -290,3 +290,41 @@ def test_a_redis_outage_during_an_answer_ends_it_failed_and_runs_its_finally(
             assert client.get(f"{server.url}/stats").json()["producers"] == 0
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize(
+    ("delay", "refused"),
+    [(0.01, "cannot write its log"), (60, "cannot write its lease")],
+    ids=["while-writing", "while-quiet"],
+)
+def test_a_foreign_key_over_the_log_ends_the_answer_failed_with_one_clear_error(
+    start_server: t.Callable[..., Server], redis_server: RedisServer, delay: float, refused: str
+) -> None:
+    """Another program overwrites the log's key mid-answer: the next write
+    to it (the writer's append, or the lease of a generator gone quiet), then
+    the ending's, are refused (WRONGTYPE). The answer ends ``failed`` for
+    its reader, the generator's ``finally`` runs, and the worker logs why,
+    without a traceback from a greenlet that died on it."""
+    redis_server.admin.flushall()
+    env = {"EVSTREAM_BROKER_URL": redis_server.url, "TEST_REDIS_URL": redis_server.url}
+    server = start_server(APP, env=env)
+    body = {"prompt": "tok", "n": 2000, "delay": delay}
+    with httpx.Client(timeout=30) as client:
+        with connect_sse(client, "POST", f"{server.url}/chat", json=body) as source:
+            sid = source.response.headers["content-location"].rsplit("/", 1)[1]
+            stream = source.iter_sse()
+            got = read(stream, 1)
+            (key,) = redis_server.admin.keys(f"*ch:rs:{{{sid}}}")
+            redis_server.admin.set(key, "another program's value")
+            got += read(stream)
+        assert (got[-1][0], got[-1][2]) == ("evstream-end", '{"reason":"failed"}')
+        datas = [data for _, _, data in got[:-1]]
+        assert datas == [f"tok {i}" for i in range(len(datas))] and len(datas) < 2000
+        deadline = time.monotonic() + 10
+        while client.get(f"{server.url}/stats").json()["producers"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get(f"{server.url}/stats").json()["producers"] == 0
+    assert any(x.startswith(sid) for x in redis_server.admin.lrange("test:finally", 0, -1))
+    log = server.log()
+    assert f"Resumable stream {sid} {refused}" in log, log
+    assert "Traceback" not in log, log
