@@ -19,6 +19,9 @@ from .conftest import free_port
 from .processes import end as end_process
 
 REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
+#: Valkey (Debian's, from bookworm-backports on Debian 12): the Redis 7.2
+#: fork, for what Redis 7.0 (Debian 12's redis-server) cannot show.
+VALKEY_SERVER = shutil.which("valkey-server") or "/usr/bin/valkey-server"
 
 
 class RedisServer:
@@ -28,7 +31,14 @@ class RedisServer:
     directory, so the data comes back from the append-only file.
     """
 
-    def __init__(self, tmp: Path, extra: t.Sequence[str] = (), port: int | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        extra: t.Sequence[str] = (),
+        port: int | None = None,
+        binary: str = REDIS_SERVER,
+    ) -> None:
+        self.binary = binary
         self.extra = list(extra)
         self.port = port or free_port()
         self.dir = tmp
@@ -44,7 +54,7 @@ class RedisServer:
         assert self.proc is None
         self.proc = subprocess.Popen(
             [
-                REDIS_SERVER,
+                self.binary,
                 "--port", str(self.port),
                 "--bind", "127.0.0.1",
                 "--save", "",
@@ -60,12 +70,12 @@ class RedisServer:
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited:\n{self.log()}")
+                raise RuntimeError(f"{self.binary} exited:\n{self.log()}")
             with contextlib.suppress(redis.ConnectionError, redis.BusyLoadingError):
                 if self.admin.ping():
                     return
             time.sleep(0.02)
-        raise RuntimeError(f"redis-server did not answer within 15 s:\n{self.log()}")
+        raise RuntimeError(f"{self.binary} did not answer within 15 s:\n{self.log()}")
 
     def kill(self) -> None:
         """``kill -9`` the server and wait until it is gone."""
@@ -118,7 +128,7 @@ class RedisClusterServers:
     ``redis-cli --cluster create``. A node can be killed and started again
     (its ``nodes.conf`` and append-only file bring it back as it was)."""
 
-    def __init__(self, tmp: Path, size: int = 3) -> None:
+    def __init__(self, tmp: Path, size: int = 3, binary: str = REDIS_SERVER) -> None:
         self.nodes: list[RedisServer] = []
         try:
             for i in range(size):
@@ -133,6 +143,7 @@ class RedisClusterServers:
                             "--cluster-require-full-coverage", "no",
                         ],
                         port=cluster_port(),
+                        binary=binary,
                     )
                 )  # fmt: skip
             subprocess.run(

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or this one: installs what the
-# tests need (redis-server, nginx, Chromium, node from Debian; the package and its
+# tests need (redis-server, valkey-server, nginx, Chromium, node from Debian; the package and its
 # test extras into .venv), then runs ruff, mypy --strict, the docs build, the
 # docs' doctests and pytest.
 # Extra arguments go to pytest, e.g.  bash tests/run.sh -k browser
@@ -24,6 +24,26 @@ if [ ${#need[@]} -gt 0 ]; then
   echo "Installing ${need[*]} ..."
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Valkey 8 (Redis 7.2's fork; Debian 12's Redis is 7.0): in Debian 12 it
+# comes from bookworm-backports, whose packages are taken only when asked for.
+if ! command -v valkey-server >/dev/null; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "tests/run.sh: missing valkey-server; run as root or install it" >&2
+    exit 1
+  fi
+  echo "Installing valkey-server ..."
+  release=()
+  . /etc/os-release
+  if [ "${VERSION_CODENAME:-}" = bookworm ]; then
+    printf '%s\n' "Types: deb" "URIs: http://deb.debian.org/debian" "Suites: bookworm-backports" \
+      "Components: main" "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg" \
+      >/etc/apt/sources.list.d/bookworm-backports.sources
+    release=(-t bookworm-backports)
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${release[@]}" valkey-server >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3}

@@ -7,6 +7,7 @@ expiry it says."""
 
 from __future__ import annotations
 
+import re
 import shlex
 import threading
 import typing as t
@@ -21,7 +22,7 @@ from flask_evstream.resumable import close_producers
 from flask_evstream.testing import iter_events, read_events
 
 from .docs_samples import sample
-from .redis_server import RedisClusterServers, RedisServer
+from .redis_server import REDIS_SERVER, VALKEY_SERVER, RedisClusterServers, RedisServer
 
 PASSWORD = "change-me"
 
@@ -34,8 +35,25 @@ def acl_rules() -> tuple[str, list[str]]:
     return words[2], words[3:]
 
 
-def create_user(admin: redis.Redis) -> str:
+def setinfo_rule() -> str:
+    """The rule the page adds from Redis 7.2 on."""
+    page = (Path(__file__).parent.parent / "docs" / "redis.rst").read_text()
+    found = re.search(r"Redis 7\.2 and later(?:, and Valkey)?: add ``(\S+)``", page)
+    assert found, "docs/redis.rst no longer says what to add from Redis 7.2 on"
+    return found[1]
+
+
+def version(admin: redis.Redis) -> tuple[int, int]:
+    """The Redis version a server reports (Valkey 8 reports 7.2)."""
+    major, minor = admin.info("server")["redis_version"].split(".")[:2]
+    return int(major), int(minor)
+
+
+def create_user(admin: redis.Redis, *, page_line_only: bool = False) -> str:
+    """The page's user; from Redis 7.2 on, with the rule the page adds then."""
     user, rules = acl_rules()
+    if version(admin) >= (7, 2) and not page_line_only:
+        rules = [*rules, setinfo_rule()]
     admin.execute_command("ACL", "SETUSER", user, "reset")  # from nothing
     admin.execute_command("ACL", "SETUSER", user, *rules)
     admin.execute_command("ACL", "LOG", "RESET")
@@ -142,7 +160,24 @@ def server(redis_server: RedisServer) -> t.Iterator[RedisServer]:
     redis_server.admin.execute_command("ACL", "DELUSER", acl_rules()[0])
 
 
-def test_the_acl_user_runs_everything_on_one_server(server: RedisServer) -> None:
+@pytest.fixture(scope="module")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisServer]:
+    """Valkey 8, the Redis 7.2 fork: what Debian 12's Redis 7.0 cannot show."""
+    server = RedisServer(tmp_path_factory.mktemp("valkey"), binary=VALKEY_SERVER)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["redis", "valkey"])
+def any_server(request: pytest.FixtureRequest) -> t.Iterator[RedisServer]:
+    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
+    server.admin.flushall()
+    yield server
+    server.admin.execute_command("ACL", "DELUSER", acl_rules()[0])
+
+
+def test_the_acl_user_runs_everything_on_one_server(any_server: RedisServer) -> None:
+    server = any_server
     user = create_user(server.admin)
     url = f"redis://{user}:{PASSWORD}@127.0.0.1:{server.port}/0"
     app, sse = make_app(url, "news")
@@ -174,6 +209,33 @@ def test_without_a_rule_of_the_page_the_app_fails(server: RedisServer) -> None:
     finally:
         close(app)
     assert any(entry_field(e, "object") == "xread" for e in refusals(server.admin))
+
+
+def test_from_redis_7_2_setinfo_is_refused_without_the_pages_rule(
+    server: RedisServer, valkey_server: RedisServer
+) -> None:
+    """Redis 7.2 and later (here Valkey 8): with the page's line alone, the
+    app works (redis-py ignores the refusal) but every connection's
+    ``CLIENT SETINFO`` is refused in ``ACL LOG``; hence the rule the page
+    adds. Redis 7.0 (Debian 12's) refuses a user that names it."""
+    assert "valkey_version" in valkey_server.admin.info("server")
+    assert version(valkey_server.admin) >= (7, 2)
+    valkey_server.admin.flushall()
+    user = create_user(valkey_server.admin, page_line_only=True)
+    app, sse = make_app(f"redis://{user}:{PASSWORD}@127.0.0.1:{valkey_server.port}/0", "news")
+    try:
+        first = sse.publish("news", "works")
+        response = app.test_client().get("/sub?c=news", headers={"Last-Event-ID": "0"})
+        assert next(iter_events(response)) == Event("works", id=first)
+        response.close()
+    finally:
+        close(app)
+        valkey_server.admin.execute_command("ACL", "DELUSER", user)
+    objects = [entry_field(e, "object") for e in refusals(valkey_server.admin)]
+    assert objects and set(objects) == {"client|setinfo"}, objects
+    assert version(server.admin) < (7, 2), "Redis here is 7.2+: test the refusal elsewhere"
+    with pytest.raises(redis.ResponseError, match="setinfo"):
+        server.admin.execute_command("ACL", "SETUSER", "evstream-old", setinfo_rule())
 
 
 def entry_field(entry: t.Any, name: str) -> t.Any:
@@ -223,9 +285,12 @@ def test_the_keys_and_their_expiry_are_the_pages(server: RedisServer) -> None:
         assert f"``{as_listed}``" in page, key
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisClusterServers]:
-    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"))
+@pytest.fixture(scope="module", params=["redis", "valkey"])
+def cluster(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> t.Iterator[RedisClusterServers]:
+    binary = {"redis": REDIS_SERVER, "valkey": VALKEY_SERVER}[request.param]
+    servers = RedisClusterServers(tmp_path_factory.mktemp("cluster"), binary=binary)
     yield servers
     servers.stop()
 
