@@ -734,6 +734,13 @@ class LogReader(Subscription):
             self._broker.publish(log_channel(self._sid), ending.data, event=END_EVENT, id=None)
         except BrokerUnavailable:
             self._pending.append(ending)
+        except Exception as e:  # a foreign key over the log: it cannot be read either
+            logger.warning(
+                "Resumable stream %s: its log cannot be written (%s); this reader ends lost",
+                self._sid,
+                e,
+            )
+            self._pending.append(ending)
         # The recorded ending arrives live; wait for it briefly, else say it here.
         if not self._pending:
             self._fill(1.0)

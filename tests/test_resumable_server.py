@@ -324,7 +324,13 @@ def test_a_foreign_key_over_the_log_ends_the_answer_failed_with_one_clear_error(
         while client.get(f"{server.url}/stats").json()["producers"] and time.monotonic() < deadline:
             time.sleep(0.05)
         assert client.get(f"{server.url}/stats").json()["producers"] == 0
+        # A resume finds no log to read: after the silence that means a dead
+        # producer, it ends lost, whole (not cut), as the worker logs.
+        resume = f"{server.url}/evstream/streams/{sid}"
+        with connect_sse(client, "GET", resume, headers={"Last-Event-ID": got[0][1]}) as source:
+            assert read(source) == [("evstream-end", "", '{"reason":"lost"}')]
     assert any(x.startswith(sid) for x in redis_server.admin.lrange("test:finally", 0, -1))
     log = server.log()
     assert f"Resumable stream {sid} {refused}" in log, log
+    assert f"Resumable stream {sid}: its log cannot be written" in log, log
     assert "Traceback" not in log, log
