@@ -52,7 +52,9 @@ def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: Red
         check=True,
     )
     stats = json.loads(result.stdout.strip().splitlines()[-1])
-    assert stats["errors"] == [] and stats["bad"] == [], stats
+    # What the workers logged beyond gunicorn's own lines, for a failure's report.
+    logged = [line for s in servers for line in s.log().splitlines() if "[INFO]" not in line]
+    assert stats["errors"] == [] and stats["bad"] == [], (stats, logged[-40:])
     assert stats["answers"] >= LANES and stats["drops"] > stats["answers"], stats
     assert int(redis_server.admin.get("test:posts") or 0) == stats["answers"]
     deadline = time.monotonic() + 30

@@ -35,7 +35,11 @@ stats = {"answers": 0, "bad": [], "drops": 0, "resumes": 0, "errors": []}
 
 def request(method, path, body=None, headers=None):
     host, port = random.choice(servers)
-    sock = socket.create_connection((host, port), timeout=30)
+    where = f"{method} to :{port}"  # for the report of a failure
+    try:
+        sock = socket.create_connection((host, port), timeout=30)
+    except OSError as e:
+        raise OSError(f"{where}, connecting: {e!r}") from e
     data = b"" if body is None else json.dumps(body).encode()
     lines = [f"{method} {path} HTTP/1.0", f"Host: {host}:{port}", "Accept: text/event-stream"]
     if body is not None:
@@ -44,9 +48,13 @@ def request(method, path, body=None, headers=None):
     sock.sendall(("\r\n".join(lines) + "\r\n\r\n").encode() + data)
     buffer = b""
     while b"\r\n\r\n" not in buffer:
-        chunk = sock.recv(65536)
+        try:
+            chunk = sock.recv(65536)
+        except OSError as e:
+            sock.close()
+            raise OSError(f"{where}, waiting for the response head: {e!r}") from e
         if not chunk:
-            raise EOFError("no response head")
+            raise EOFError(f"{where}: no response head")
         buffer += chunk
     head, buffer = buffer.split(b"\r\n\r\n", 1)
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
