@@ -153,11 +153,16 @@ def run_everything(app: Flask, sse: EvStream, admin: t.Callable[[], t.Any], chan
     assert ending[-1] == Event('{"reason":"cancelled"}', event="evstream-end")
 
 
+def emptied(server: RedisServer) -> t.Iterator[RedisServer]:
+    """``server`` emptied for a test, without the page's user after it."""
+    server.admin.flushall()
+    yield server
+    server.admin.execute_command("ACL", "DELUSER", acl_rules()[0])
+
+
 @pytest.fixture
 def server(redis_server: RedisServer) -> t.Iterator[RedisServer]:
-    redis_server.admin.flushall()
-    yield redis_server
-    redis_server.admin.execute_command("ACL", "DELUSER", acl_rules()[0])
+    yield from emptied(redis_server)
 
 
 @pytest.fixture(scope="module")
@@ -170,10 +175,7 @@ def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> t.Iterator[RedisS
 
 @pytest.fixture(params=["redis", "valkey"])
 def any_server(request: pytest.FixtureRequest) -> t.Iterator[RedisServer]:
-    server: RedisServer = request.getfixturevalue(f"{request.param}_server")
-    server.admin.flushall()
-    yield server
-    server.admin.execute_command("ACL", "DELUSER", acl_rules()[0])
+    yield from emptied(request.getfixturevalue(f"{request.param}_server"))
 
 
 def test_the_acl_user_runs_everything_on_one_server(any_server: RedisServer) -> None:
