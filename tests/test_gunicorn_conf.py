@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import typing as t
+from pathlib import Path
 
 import pytest
 
@@ -18,8 +20,12 @@ from .test_broadcast_server import publish, read_events
 pytestmark = pytest.mark.server
 
 APP = "tests.apps.broadcast:app"
-#: Connections opened at most to find a stream on each of the two workers.
-MAX_TRIES = 40
+#: Bounds on finding a stream on each of the two workers: connections
+#: opened, and seconds. A worker still booting (its post_worker_init
+#: collects and freezes) leaves every connection to the other one, often
+#: for the first 20 or so on a quiet machine, so the bound is time too.
+MAX_TRIES = 400
+FIND_WITHIN = 30.0
 
 
 def check_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -57,21 +63,49 @@ def test_check_config_rejects_a_bad_value(name: str, value: str, allowed: str) -
     assert f"{name} must be {allowed}, got {value!r}" in result.stderr
 
 
-def open_on_both_workers(server: Server, last_id: str) -> dict[int, list[RawStream]]:
-    """Streams of ``/sub-pid`` grouped by the worker that serves them, until
-    both workers serve at least one (gunicorn's workers take turns at
-    accepting as they please)."""
-    by_pid: dict[int, list[RawStream]] = {}
-    for _ in range(MAX_TRIES):
-        stream = RawStream(server.url, "/sub-pid?c=room", headers={"Last-Event-ID": last_id})
-        block = stream.read_until(b"\n\n").decode()
-        while block.startswith(":"):  # the opening comment, heartbeats
-            block = stream.read_until(b"\n\n").decode()
-        assert block.startswith("event: pid\ndata: "), block
-        by_pid.setdefault(int(block.split("data: ")[1]), []).append(stream)
-        if len(by_pid) == 2:
-            return by_pid
-    raise AssertionError(f"{MAX_TRIES} connections all went to worker {list(by_pid)}")
+def workers_of(server: Server) -> list[int]:
+    """The pids of the master's children, from /proc."""
+    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
+    return sorted(int(pid) for pid in children.read_text().split())
+
+
+def open_on_both_workers(server: Server, last_id: str) -> dict[int, RawStream]:
+    """A stream of ``/sub-pid`` on each of the two workers, by worker pid.
+
+    gunicorn's workers take turns at accepting as they please, so this opens
+    streams until both have one, closing each further one on a worker that
+    already has its stream; every stream is closed if it fails."""
+    by_pid: dict[int, RawStream] = {}
+    deadline = time.monotonic() + FIND_WITHIN
+    tries = 0
+    try:
+        while len(by_pid) < 2 and tries < MAX_TRIES and time.monotonic() < deadline:
+            tries += 1
+            stream = RawStream(server.url, "/sub-pid?c=room", headers={"Last-Event-ID": last_id})
+            try:
+                block = stream.read_until(b"\n\n").decode()
+                while block.startswith(":"):  # the opening comment, heartbeats
+                    block = stream.read_until(b"\n\n").decode()
+                assert block.startswith("event: pid\ndata: "), block
+                pid = int(block.split("data: ")[1])
+            except BaseException:
+                stream.close()
+                raise
+            if pid in by_pid:
+                stream.close()
+                time.sleep(0.01)  # let a booting worker get to its accept
+            else:
+                by_pid[pid] = stream
+        if len(by_pid) < 2:
+            raise AssertionError(
+                f"{tries} connections in {FIND_WITHIN - (deadline - time.monotonic()):.1f} s"
+                f" all went to worker {list(by_pid)}; the master's children: {workers_of(server)}"
+            )
+    except BaseException:
+        for stream in by_pid.values():
+            stream.close()
+        raise
+    return by_pid
 
 
 @pytest.mark.parametrize("master_uses_redis", [False, True], ids=["lazy", "publish-at-import"])
@@ -92,21 +126,22 @@ def test_preload_with_redis_connects_in_each_worker(
 
     first = publish(server, "room", "before")
     by_pid = open_on_both_workers(server, first)
-    assert master not in by_pid
-    ids = [publish(server, "room", {"i": i}) for i in range(5)]
-    assert [int(i) for i in ids] == sorted(int(i) for i in ids)
-    for streams in by_pid.values():
-        for stream in streams:
+    try:
+        assert sorted(by_pid) == workers_of(server)
+        assert master not in by_pid
+        ids = [publish(server, "room", {"i": i}) for i in range(5)]
+        assert [int(i) for i in ids] == sorted(int(i) for i in ids)
+        for stream in by_pid.values():
             assert read_events(stream, 5) == [(ids[i], f'{{"i":{i}}}') for i in range(5)]
 
-    # One reader per worker, each its own connection; none in the master.
-    readers = redis_server.clients("evstream-reader")
-    assert len(readers) == 2, readers
-    # The workers publish through pools of their own: the master's
-    # connection, if it made one, is still there and the workers' are new.
-    pools = {c["id"] for c in redis_server.clients("evstream") if c["name"] == "evstream"}
-    assert {c["id"] for c in before} <= pools
-    assert pools - {c["id"] for c in before}
-    for streams in by_pid.values():
-        for stream in streams:
+        # One reader per worker, each its own connection; none in the master.
+        readers = redis_server.clients("evstream-reader")
+        assert len(readers) == 2, readers
+        # The workers publish through pools of their own: the master's
+        # connection, if it made one, is still there and the workers' are new.
+        pools = {c["id"] for c in redis_server.clients("evstream") if c["name"] == "evstream"}
+        assert {c["id"] for c in before} <= pools
+        assert pools - {c["id"] for c in before}
+    finally:
+        for stream in by_pid.values():
             stream.close()
