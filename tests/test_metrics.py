@@ -59,16 +59,25 @@ def scrape(server: Server) -> tuple[int, Samples]:
     return int(response.headers["x-pid"]), samples_of(response.text)
 
 
+#: How long the helpers below try to reach both workers: a worker still
+#: booting leaves every request to the other one meanwhile.
+BOTH_WITHIN = 30.0
+
+
 def scrape_both(server: Server, check: t.Callable[[Samples], None]) -> None:
     """Scrape until both workers have answered; ``check`` every answer."""
     pids = set()
-    for _ in range(100):
+    deadline = time.monotonic() + BOTH_WITHIN
+    scrapes = 0
+    while time.monotonic() < deadline and scrapes < 1000:
         pid, samples = scrape(server)
+        scrapes += 1
         check(samples)
         pids.add(pid)
         if len(pids) == 2:
             return
-    raise AssertionError(f"only worker(s) {pids} answered 100 scrapes")
+        time.sleep(0.01)
+    raise AssertionError(f"only worker(s) {pids} answered {scrapes} scrapes")
 
 
 def wait_for(
@@ -112,12 +121,18 @@ def open_burst(server: Server, paths: list[str]) -> list[RawStream]:
 
 
 def open_on_both_workers(server: Server, paths: list[str]) -> list[tuple[str, RawStream]]:
-    """Open bursts of ``paths`` until both workers hold some (at most five)."""
+    """Open bursts of ``paths`` until both workers hold some (for at most
+    :data:`BOTH_WITHIN` seconds and 50 bursts)."""
     opened: list[tuple[str, RawStream]] = []
-    for _ in range(5):
+    deadline = time.monotonic() + BOTH_WITHIN
+    for _ in range(50):
         opened += zip(paths, open_burst(server, paths))
         if len({stream.headers["x-pid"] for _, stream in opened}) == 2:
             return opened
+        if time.monotonic() > deadline:
+            break
+    for _, stream in opened:
+        stream.close()
     raise AssertionError(f"{len(opened)} streams, all on one worker")
 
 
