@@ -27,11 +27,40 @@ LANES = 200
 TTL = 30
 
 
+#: What INFO says about connections Redis closed or refused, for a failure's report.
+CLOSES = (
+    "rejected_connections",
+    "client_query_buffer_limit_disconnections",
+    "client_output_buffer_limit_disconnections",
+    "connected_clients",
+    "maxclients",
+)
+
+
+#: Lines of a verbose Redis log left out of a failure's report.
+USUAL = (" - Accepted ", " - Client closed connection", " clients connected (", " keys (")
+
+
 @pytest.fixture
 def redis_server(tmp_path: t.Any) -> t.Iterator[RedisServer]:
-    server = RedisServer(tmp_path)
+    # verbose: Redis logs each connection it closes, and why (a protocol
+    # error, for one), for a failure's report.
+    server = RedisServer(tmp_path, extra=["--loglevel", "verbose"])
     yield server
     server.stop()
+
+
+def redis_report(server: RedisServer) -> dict[str, t.Any]:
+    """What Redis says about the connections it closed or refused."""
+    info = {**server.admin.info("stats"), **server.admin.info("clients")}
+    info["maxclients"] = server.admin.config_get("maxclients")["maxclients"]
+    unusual = [
+        line
+        for line in server.log().splitlines()
+        # not the connections' comings and goings, nor verbose's counts every 5 s
+        if not any(usual in line for usual in USUAL)
+    ]
+    return {"info": {k: info.get(k) for k in CLOSES}, "log": unusual[-40:]}
 
 
 def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: RedisServer) -> None:
@@ -54,7 +83,11 @@ def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: Red
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     # What the workers logged beyond gunicorn's own lines, for a failure's report.
     logged = [line for s in servers for line in s.log().splitlines() if "[INFO]" not in line]
-    assert stats["errors"] == [] and stats["bad"] == [], (stats, logged[-40:])
+    assert stats["errors"] == [] and stats["bad"] == [], (
+        stats,
+        logged[-40:],
+        redis_report(redis_server),
+    )
     assert stats["answers"] >= LANES and stats["drops"] > stats["answers"], stats
     assert int(redis_server.admin.get("test:posts") or 0) == stats["answers"]
     deadline = time.monotonic() + 30
