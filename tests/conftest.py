@@ -71,6 +71,21 @@ def parent_pid(pid: int) -> int | None:
     return int(status.split("\nPPid:", 1)[1].split()[0])
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system) process ``pid`` has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def machine_busy() -> tuple[float, float]:
+    """Seconds all cores were busy and in all since boot (/proc/stat), summed
+    over cores: the busy share of a window is the ratio of two differences."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = values[3] + values[4]  # idle, iowait
+    total = sum(values[:8])  # up to steal; guest time is counted in user
+    return (total - idle) / os.sysconf("SC_CLK_TCK"), total / os.sysconf("SC_CLK_TCK")
+
+
 class Server:
     """A gunicorn master started with flask_evstream.gunicorn_conf."""
 
@@ -144,6 +159,11 @@ class Server:
         if not self._log.closed:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def workers(self) -> list[int]:
+        """The pids of this master's children (its workers), from /proc."""
+        pid = self.proc.pid
+        return sorted(int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split())
 
     def stats(self) -> dict[str, t.Any]:
         stats: dict[str, t.Any] = httpx.get(

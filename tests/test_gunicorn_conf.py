@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 import typing as t
-from pathlib import Path
 
 import pytest
 
@@ -63,12 +62,6 @@ def test_check_config_rejects_a_bad_value(name: str, value: str, allowed: str) -
     assert f"{name} must be {allowed}, got {value!r}" in result.stderr
 
 
-def workers_of(server: Server) -> list[int]:
-    """The pids of the master's children, from /proc."""
-    children = Path(f"/proc/{server.proc.pid}/task/{server.proc.pid}/children")
-    return sorted(int(pid) for pid in children.read_text().split())
-
-
 def open_on_both_workers(server: Server, last_id: str) -> dict[int, RawStream]:
     """A stream of ``/sub-pid`` on each of the two workers, by worker pid.
 
@@ -99,7 +92,7 @@ def open_on_both_workers(server: Server, last_id: str) -> dict[int, RawStream]:
         if len(by_pid) < 2:
             raise AssertionError(
                 f"{tries} connections in {FIND_WITHIN - (deadline - time.monotonic()):.1f} s"
-                f" all went to worker {list(by_pid)}; the master's children: {workers_of(server)}"
+                f" all went to worker {list(by_pid)}; the master's children: {server.workers()}"
             )
     except BaseException:
         for stream in by_pid.values():
@@ -127,7 +120,7 @@ def test_preload_with_redis_connects_in_each_worker(
     first = publish(server, "room", "before")
     by_pid = open_on_both_workers(server, first)
     try:
-        assert sorted(by_pid) == workers_of(server)
+        assert sorted(by_pid) == server.workers()
         assert master not in by_pid
         ids = [publish(server, "room", {"i": i}) for i in range(5)]
         assert [int(i) for i in ids] == sorted(int(i) for i in ids)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -17,7 +18,7 @@ import typing as t
 import httpx
 import pytest
 
-from .conftest import ROOT, Server
+from .conftest import ROOT, Server, cpu_seconds, machine_busy
 from .redis_server import RedisServer
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
@@ -71,6 +72,13 @@ def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: Red
         "TEST_HEARTBEAT": "1",
     }
     servers = [start_server("tests.apps.resumable:app", env=env, workers=2) for _ in range(2)]
+    # The CPU the soak used, against what the machine had (other jobs
+    # included): a figure for the report, not a bound.
+    assert redis_server.proc is not None
+    pids = {"redis": [redis_server.proc.pid], "workers": [p for s in servers for p in s.workers()]}
+    cpu_before = {name: sum(map(cpu_seconds, group)) for name, group in pids.items()}
+    client_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    busy_before = machine_busy()
     began = time.monotonic()
     result = subprocess.run(
         [sys.executable, str(ROOT / "tests/scripts/resumable_soak.py"), str(SECONDS), str(LANES)]
@@ -80,7 +88,22 @@ def test_resumable_soak(start_server: t.Callable[..., Server], redis_server: Red
         timeout=SECONDS + 180,
         check=True,
     )
+    window = time.monotonic() - began
+    busy_after = machine_busy()
+    client_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cores = {
+        name: round((sum(map(cpu_seconds, group)) - cpu_before[name]) / window, 2)
+        for name, group in pids.items()
+    }
+    client = (client_after.ru_utime + client_after.ru_stime) - (
+        client_before.ru_utime + client_before.ru_stime
+    )
+    cores["client"] = round(client / window, 2)
+    busy = (busy_after[0] - busy_before[0]) / (busy_after[1] - busy_before[1])
     stats = json.loads(result.stdout.strip().splitlines()[-1])
+    stats["cores_used"] = cores  # CPU seconds per second of the soak
+    stats["machine_busy"] = round(busy, 3)  # of all its cores, whoever used them
+    stats["machine_cores"] = os.cpu_count()
     # What the workers logged beyond gunicorn's own lines, for a failure's report.
     logged = [line for s in servers for line in s.log().splitlines() if "[INFO]" not in line]
     assert stats["errors"] == [] and stats["bad"] == [], (
