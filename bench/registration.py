@@ -4,9 +4,11 @@ A burst of ``--subscribers`` subscriptions, each on a channel of its own,
 opened at once by as many greenlets in one gevent process (what a worker
 sees when clients reconnect after a deploy): the seconds until all are
 registered and have read their history, and each one's wait (median and
-most). Each channel is new to the process, so with Redis every registration
-reads the id counter and wakes the reader (``RedisBroker.channels_added``);
-registrations are serialized by the broker's registration lock.
+most). Each channel is new to the process, so with Redis a registration
+reads the id counter and wakes the reader (``RedisBroker.channels_added``).
+Registrations hold the broker's registration lock; the subscribers that
+arrive meanwhile wait in its queue and are registered together, with one
+``channels_added`` (``Broker.hub_add``).
 
 The parent starts a redis-server (``--appendonly no``) and runs each broker
 in a child process of its own (gevent patches at start), alternating, for

@@ -591,6 +591,66 @@ def test_registration_races(server: RedisServer, mode: str) -> None:
     assert remove["got"] == remove["expected"] and remove["subscribers"] == 1, remove
 
 
+@pytest.mark.parametrize("mode", ["threads", "gevent"])
+@pytest.mark.parametrize("broker", ["memory", "redis"])
+def test_registrations_that_wait_share_one_channels_added(
+    server: RedisServer, broker: str, mode: str
+) -> None:
+    """Subscribers that arrive while a registration runs are registered
+    together, with one ``channels_added``; each then gets the events of
+    its channels. A failed batch fails its caller only, and a greenlet
+    killed while it waits, or while its batch runs, leaves nothing behind
+    (tests/scripts/registration_batch.py)."""
+    import json
+
+    url = "memory://" if broker == "memory" else server.url
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "tests/scripts/registration_batch.py"), url, mode],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    empty = {"subscribers": 0, "channels": []}
+
+    batch = got["batch"]
+    assert batch["calls"] == [["a"], ["b", "c", "d"]], batch
+    assert batch["hub"] == {"subscribers": 5, "channels": ["a", "b", "c", "d"]}, batch
+    ids = batch["published"]
+    assert batch["got"] == {
+        "a": [ids["a"]],
+        "b": [ids["b"]],
+        "b again": [ids["b"]],
+        "c": [ids["c"]],
+        "d+a": [ids["a"], ids["d"]],
+    }, batch
+    assert batch["after_close"] == empty, batch
+
+    failure = got["failure"]
+    calls, errors = failure["calls"], failure["errors"]
+    assert calls[:2] == [["a"], ["b", "c", "d"]] and len(calls) == 3, failure
+    assert list(errors.values()) == ["RuntimeError('channels_added failed')"], failure
+    (failed,) = errors
+    rest = sorted(set("bcd") - {failed})
+    assert calls[2] == rest, failure
+    assert failure["hub"] == {"subscribers": 3, "channels": sorted(["a", *rest])}, failure
+    ids = failure["published"]
+    assert failure["got"] == {name: [ids[name]] for name in ["a", *rest]}, failure
+    assert failure["after_close"] == empty, failure
+
+    if mode == "gevent":
+        cancel = got["cancel"]
+        leader, taken, done = cancel["leader"], cancel["taken"], cancel["done"]
+        assert cancel["calls"] == [["a"], ["b", "c", "e"]], cancel
+        assert cancel["removed"] == [[taken], [done]], cancel
+        assert cancel["registered"] == ["a", leader], cancel
+        assert cancel["hub"] == {"subscribers": 2, "channels": ["a", leader]}, cancel
+        assert cancel["queue"] == 0, cancel
+        assert cancel["after_close"] == empty, cancel
+
+
 def test_a_foreign_key_under_the_prefix_darkens_its_channel_only(
     make_broker: t.Any, server: RedisServer, cleanup: t.Any, caplog: pytest.LogCaptureFixture
 ) -> None:

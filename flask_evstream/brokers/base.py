@@ -4,6 +4,7 @@ registration of local subscribers, and the bounded merge of a replay."""
 from __future__ import annotations
 
 import abc
+import collections
 import heapq
 import os
 import threading
@@ -50,6 +51,20 @@ def seconds(name: str, value: t.Any) -> float:
     return float(value)
 
 
+# The states of a queued registration.
+_WAITING, _TAKEN, _DONE, _CANCELLED = range(4)
+
+
+class _Registration:
+    """A subscriber waiting in :meth:`Broker.hub_add`'s queue."""
+
+    __slots__ = ("subscriber", "state")
+
+    def __init__(self, subscriber: Subscriber) -> None:
+        self.subscriber = subscriber
+        self.state = _WAITING
+
+
 def all_brokers() -> list[Broker]:
     """The brokers alive in this process."""
     return list(_brokers)
@@ -83,6 +98,8 @@ class Broker(abc.ABC):
         self.hub = Hub()
         self._registration: t.Any = None
         self._registration_pid = 0
+        self._queue: collections.deque[_Registration] = collections.deque()
+        self._queue_guard = threading.Lock()  # never held across I/O
         _brokers.add(self)
 
     @abc.abstractmethod
@@ -163,12 +180,15 @@ class Broker(abc.ABC):
     def _registration_lock(self) -> t.Any:
         # Made in the process and the concurrency that use it (a gunicorn
         # worker forks, then gevent patches), so that a greenlet waiting for
-        # it lets the others run.
+        # it lets the others run. The queue of waiting registrations is made
+        # with it: a forked worker starts with none.
         pid = os.getpid()
         if self._registration is None or self._registration_pid != pid:
             with _lock_guard:
                 if self._registration is None or self._registration_pid != pid:
                     self._registration = new_lock()
+                    self._queue = collections.deque()
+                    self._queue_guard = threading.Lock()
                     self._registration_pid = pid
         return self._registration
 
@@ -180,17 +200,71 @@ class Broker(abc.ABC):
         history read, done after, may not hold (a second subscriber never
         reads its history before the first one's channel is set up, and a
         channel being removed is not removed under a new subscriber).
+
+        The subscribers that arrive while one registration runs wait in a
+        queue, and the next one to hold the lock registers them all with one
+        :meth:`channels_added` (with Redis, one counter read and one wake of
+        the reader for a whole burst of reconnecting clients). A failed
+        :meth:`channels_added` fails its caller only: the others go back to
+        the queue.
         """
-        with self._registration_lock():
-            new = self.hub.add(subscriber)
+        lock = self._registration_lock()
+        queue, guard = self._queue, self._queue_guard
+        entry = _Registration(subscriber)
+        with guard:
+            queue.append(entry)
+        try:
+            with lock:
+                if entry.state != _DONE:
+                    self._register_queued(entry, queue, guard)
+        except BaseException:
+            with guard:
+                state = entry.state
+                entry.state = _CANCELLED  # a batch running now drops it
+                if state == _WAITING:
+                    queue.remove(entry)
+            if state == _DONE:  # interrupted after its batch registered it
+                self.hub_remove(subscriber)
+            raise
+
+    def _register_queued(
+        self, own: _Registration, queue: collections.deque[_Registration], guard: t.Any
+    ) -> None:
+        """Register every queued subscriber, ``own``'s among them (under the
+        registration lock)."""
+        with guard:
+            batch = list(queue)  # all waiting: a cancelled one leaves the queue
+            queue.clear()
+            for entry in batch:
+                entry.state = _TAKEN
+        new: list[str] = []
+        added: list[Subscriber] = []
+        try:
+            for entry in batch:
+                added.append(entry.subscriber)
+                new.extend(self.hub.add(entry.subscriber))
             if new:
-                try:
-                    self.channels_added(new)
-                except BaseException:
-                    gone = self.hub.remove(subscriber)
-                    if gone:
-                        self.channels_removed(gone)
-                    raise
+                self.channels_added(new)
+        except BaseException:
+            with guard:  # the others wait for their own turn
+                back = [e for e in batch if e is not own and e.state == _TAKEN]
+                for entry in back:
+                    entry.state = _WAITING
+                queue.extendleft(reversed(back))
+            for subscriber in added:
+                gone = self.hub.remove(subscriber)
+                if gone:
+                    self.channels_removed(gone)
+            raise
+        with guard:
+            cancelled = [entry for entry in batch if entry.state == _CANCELLED]
+            for entry in batch:
+                if entry.state == _TAKEN:
+                    entry.state = _DONE
+        for entry in cancelled:  # their callers were interrupted meanwhile
+            gone = self.hub.remove(entry.subscriber)
+            if gone:
+                self.channels_removed(gone)
 
     def hub_remove(self, subscriber: Subscriber) -> None:
         """Unregister a local subscriber."""

@@ -1,0 +1,246 @@
+"""Batched registrations, in threads or (``gevent``) in greenlets, with the
+memory broker or Redis: run by the tests as ``python registration_batch.py
+URL MODE``; prints one JSON line of results.
+
+While one registration is held inside ``channels_added``, more subscribers
+arrive; each state is reached by lockstep (the queue's length, the gate's
+``entered`` event), never by sleeping.
+
+1. "batch": four subscribers wait behind the held one (three new channels
+   and one the held one has). The next registration takes all four: one
+   ``channels_added`` with the three new channels. Each subscriber then gets
+   the event published on its channel.
+2. "failure": the batch's ``channels_added`` raises. Only the caller that
+   ran it fails; the others register in the call after, and get events.
+3. "cancel" (gevent only): greenlets killed while their registration waits
+   in the queue, while a held batch registers it, and after the batch has
+   registered it but before it returned. None is left in the hub.
+"""
+
+import json
+import re
+import sys
+
+if sys.argv[2] == "gevent":
+    from gevent import monkey
+
+    monkey.patch_all()
+
+import threading
+import time
+
+from flask_evstream.brokers.memory import MemoryBroker
+from flask_evstream.brokers.redis import RedisBroker
+from flask_evstream.channels import Subscription
+
+URL, MODE = sys.argv[1], sys.argv[2]
+Base = MemoryBroker if URL.startswith("memory:") else RedisBroker
+
+
+class Gated(Base):
+    """Records every channels_added and channels_removed; holds the
+    channels_added numbered ``hold`` at ``gate`` and the channels_removed
+    numbered ``hold_removed`` at ``removed_gate``, and makes the
+    channels_added numbered ``fail`` raise."""
+
+    def __init__(self, hold, fail=None, hold_removed=None, prefix=""):
+        if Base is RedisBroker:
+            super().__init__(URL, history=10, prefix=prefix)
+        else:
+            super().__init__(history=10)
+        self.calls = []
+        self.removed = []
+        self.hold = hold
+        self.fail = fail
+        self.hold_removed = hold_removed
+        self.entered = threading.Event()
+        self.gate = threading.Event()
+        self.removed_entered = threading.Event()
+        self.removed_gate = threading.Event()
+
+    def channels_added(self, channels):
+        self.calls.append(sorted(channels))
+        if len(self.calls) == self.hold:
+            self.entered.set()
+            assert self.gate.wait(10), "the gate was not opened"
+        if len(self.calls) == self.fail:
+            raise RuntimeError("channels_added failed")
+        super().channels_added(channels)
+
+    def channels_removed(self, channels):
+        self.removed.append(sorted(channels))
+        if len(self.removed) == self.hold_removed:
+            self.removed_entered.set()
+            assert self.removed_gate.wait(10), "the gate was not opened"
+        super().channels_removed(channels)
+
+
+def until(condition, what, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not reached within {timeout} s: {what}"
+        time.sleep(0.001)
+
+
+def subscribe(broker, name, channels, out):
+    """Open a live subscription as ``out[name]``, or its error's repr."""
+    try:
+        sub = Subscription(broker, channels, after=None, last_event_id=None, queue_size=100)
+        sub.wait_started(1)
+        out[name] = sub
+    except Exception as e:
+        out[name] = repr(e)
+
+
+def run(target, *args):
+    thread = threading.Thread(target=target, args=args)
+    thread.start()
+    return thread
+
+
+def ids(sub, until_id, timeout=5.0):
+    """The ids the subscription yields, until ``until_id`` or the timeout."""
+    got = b""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and f"id: {until_id}\n".encode() not in got:
+        chunk = sub.take(0.1)
+        if chunk:
+            got += chunk
+    return [int(n) for n in re.findall(rb"^id: (\d+)$", got, re.M)]
+
+
+def hub_state(broker):
+    return {"subscribers": broker.hub.count(), "channels": sorted(broker.hub._subscribers)}
+
+
+def deliveries(publisher, subs, channels):
+    """Publish once on each channel; the ids each open subscription got
+    (one event per channel it has), by name."""
+    published = {
+        channel: publisher.publish(channel, "x", event=None, id=None) for channel in channels
+    }
+    got = {
+        name: ids(sub, max(published[channel] for channel in sub.channels))
+        for name, sub in sorted(subs.items())
+        if not isinstance(sub, str)
+    }
+    return published, got
+
+
+def close_all(broker, publisher, subs):
+    for sub in subs.values():
+        if not isinstance(sub, str):
+            sub.close()
+    state = hub_state(broker)
+    broker.close()
+    if publisher is not broker:
+        publisher.close()
+    return state
+
+
+def pair(hold, fail=None, hold_removed=None, name=""):
+    broker = Gated(hold, fail, hold_removed, prefix=f"batch-{name}-{MODE}")
+    publisher = (
+        broker if Base is MemoryBroker else RedisBroker(URL, history=10, prefix=broker.prefix)
+    )
+    return broker, publisher
+
+
+def queue_behind(broker, subs, followers):
+    """Start each follower and wait until it is queued."""
+    threads = []
+    for i, (name, channels) in enumerate(followers):
+        threads.append(run(subscribe, broker, name, channels, subs))
+        until(lambda n=i + 1: len(broker._queue) == n, f"{i + 1} registrations queued")
+    return threads
+
+
+def scenario_batch():
+    broker, publisher = pair(hold=1, name="batch")
+    subs = {}
+    first = run(subscribe, broker, "a", ("a",), subs)
+    assert broker.entered.wait(10)
+    followers = [("b", ("b",)), ("c", ("c",)), ("d+a", ("d", "a")), ("b again", ("b",))]
+    threads = queue_behind(broker, subs, followers)
+    broker.gate.set()
+    for thread in [first, *threads]:
+        thread.join(10)
+    result = {"calls": list(broker.calls), "hub": hub_state(broker)}
+    result["published"], result["got"] = deliveries(publisher, subs, "abcd")
+    result["after_close"] = close_all(broker, publisher, subs)
+    return result
+
+
+def scenario_failure():
+    broker, publisher = pair(hold=1, fail=2, name="failure")
+    subs = {}
+    first = run(subscribe, broker, "a", ("a",), subs)
+    assert broker.entered.wait(10)
+    threads = queue_behind(broker, subs, [(c, (c,)) for c in "bcd"])
+    broker.gate.set()
+    for thread in [first, *threads]:
+        thread.join(10)
+    result = {
+        "calls": list(broker.calls),
+        "errors": {name: sub for name, sub in sorted(subs.items()) if isinstance(sub, str)},
+        "hub": hub_state(broker),
+    }
+    result["published"], result["got"] = deliveries(publisher, subs, "abcd")
+    result["after_close"] = close_all(broker, publisher, subs)
+    return result
+
+
+def inside(greenlet, function):
+    """Whether ``greenlet`` is inside a call of ``function`` (by name)."""
+    frame = greenlet.gr_frame
+    while frame is not None:
+        if frame.f_code.co_name == function:
+            return True
+        frame = frame.f_back
+    return False
+
+
+def scenario_cancel():
+    import gevent
+
+    broker, publisher = pair(hold=2, hold_removed=1, name="cancel")
+    subs = {}
+    subscribe(broker, "a", ("a",), subs)  # the first call, not held
+    lock = broker._registration_lock()
+    with lock:  # b, c and e queue up behind it
+        spawned = {name: gevent.spawn(subscribe, broker, name, (name,), subs) for name in "bce"}
+        until(lambda: len(broker._queue) == 3, "b, c and e queued")
+    assert broker.entered.wait(10)  # the second call: the batch [b, c, e], held
+    (leader,) = [name for name, g in spawned.items() if inside(g, "channels_added")]
+    taken, done = sorted(set("bce") - {leader})
+    d = gevent.spawn(subscribe, broker, "d", ("d",), subs)
+    until(lambda: len(broker._queue) == 1, "d queued")
+    # Killed while the batch registers it: the batch removes it.
+    spawned[taken].kill(block=True, timeout=5)
+    d.kill(block=True, timeout=5)  # killed while queued
+    broker.gate.set()
+    # The batch is done (the taken one's channel is being removed, held):
+    # killed now, the last one removes itself.
+    assert broker.removed_entered.wait(10)
+    spawned[done].kill(block=False)
+    until(lambda: inside(spawned[done], "hub_remove"), f"{done} removing itself")
+    broker.removed_gate.set()
+    gevent.joinall([spawned[leader], spawned[done]], timeout=10)
+    result = {
+        "calls": list(broker.calls),
+        "removed": list(broker.removed),
+        "leader": leader,
+        "taken": taken,
+        "done": done,
+        "registered": sorted(name for name, sub in subs.items() if not isinstance(sub, str)),
+        "hub": hub_state(broker),
+        "queue": len(broker._queue),
+    }
+    result["after_close"] = close_all(broker, publisher, subs)
+    return result
+
+
+results = {"batch": scenario_batch(), "failure": scenario_failure()}
+if MODE == "gevent":
+    results["cancel"] = scenario_cancel()
+print(json.dumps(results))
