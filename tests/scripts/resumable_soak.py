@@ -34,6 +34,11 @@ random.seed(4321)
 stats = {"answers": 0, "bad": [], "drops": 0, "resumes": 0, "errors": []}
 #: Seconds from connecting to the response head, by method.
 heads = {"POST": [], "GET": []}
+#: How long a connect or a response head may take: a guard against a hang,
+#: not a latency bound (the latencies are reported). Alone on 2 cores the
+#: soak's slowest head took under 5 s, with tox loading the machine up to
+#: 17 s, and once, with two soaks at once under ``tox -p 2``, over 30 s.
+HEAD_TIMEOUT = 120
 
 
 def request(method, path, body=None, headers=None):
@@ -41,7 +46,7 @@ def request(method, path, body=None, headers=None):
     where = f"{method} to :{port}"  # for the report of a failure
     began = time.monotonic()
     try:
-        sock = socket.create_connection((host, port), timeout=30)
+        sock = socket.create_connection((host, port), timeout=HEAD_TIMEOUT)
     except OSError as e:
         raise OSError(f"{where}, connecting: {e!r}") from e
     data = b"" if body is None else json.dumps(body).encode()
@@ -145,7 +150,9 @@ def lane(index, until):
 
 
 until = time.monotonic() + seconds
-gevent.joinall([gevent.spawn(lane, i, until) for i in range(lanes)], timeout=seconds + 120)
+gevent.joinall(
+    [gevent.spawn(lane, i, until) for i in range(lanes)], timeout=seconds + 2 * HEAD_TIMEOUT
+)
 
 
 def spread(values):
