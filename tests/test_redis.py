@@ -597,10 +597,11 @@ def test_registrations_that_wait_share_one_channels_added(
     server: RedisServer, broker: str, mode: str
 ) -> None:
     """Subscribers that arrive while a registration runs are registered
-    together, with one ``channels_added``; each then gets the events of
-    its channels. A failed batch fails its caller only, and a greenlet
-    killed while it waits, or while its batch runs, leaves nothing behind
-    (tests/scripts/registration_batch.py)."""
+    together, with one ``channels_added``, and none returns before it is
+    done; each then gets every event of its channels once. A failed batch
+    fails its caller only, even when its cleanup fails too, and a greenlet
+    killed while it waits, while its batch runs or after, leaves nothing
+    behind (tests/scripts/registration_batch.py)."""
     import json
 
     url = "memory://" if broker == "memory" else server.url
@@ -617,28 +618,33 @@ def test_registrations_that_wait_share_one_channels_added(
 
     batch = got["batch"]
     assert batch["calls"] == [["a"], ["b", "c", "d"]], batch
+    assert batch["returned_while_held"] == [], batch
     assert batch["hub"] == {"subscribers": 5, "channels": ["a", "b", "c", "d"]}, batch
-    ids = batch["published"]
+    before, during, ids = batch["before"], batch["during"], batch["published"]
     assert batch["got"] == {
-        "a": [ids["a"]],
-        "b": [ids["b"]],
-        "b again": [ids["b"]],
-        "c": [ids["c"]],
-        "d+a": [ids["a"], ids["d"]],
+        "a": [before, ids["a"]],
+        "b": [during["b"], ids["b"]],
+        "b again": [during["b"], ids["b"]],
+        "c": [during["c"], ids["c"]],
+        "d+a": [before, during["d"], ids["a"], ids["d"]],
     }, batch
     assert batch["after_close"] == empty, batch
 
-    failure = got["failure"]
-    calls, errors = failure["calls"], failure["errors"]
-    assert calls[:2] == [["a"], ["b", "c", "d"]] and len(calls) == 3, failure
-    assert list(errors.values()) == ["RuntimeError('channels_added failed')"], failure
-    (failed,) = errors
-    rest = sorted(set("bcd") - {failed})
-    assert calls[2] == rest, failure
-    assert failure["hub"] == {"subscribers": 3, "channels": sorted(["a", *rest])}, failure
-    ids = failure["published"]
-    assert failure["got"] == {name: [ids[name]] for name in ["a", *rest]}, failure
-    assert failure["after_close"] == empty, failure
+    for name, error in [
+        ("failure", "channels_added failed"),
+        ("failure in cleanup", "channels_removed failed"),
+    ]:
+        failure = got[name]
+        calls, errors = failure["calls"], failure["errors"]
+        assert calls[:2] == [["a"], ["b", "c", "d"]] and len(calls) == 3, failure
+        assert list(errors.values()) == [f"RuntimeError('{error}')"], failure
+        (failed,) = errors
+        rest = sorted(set("bcd") - {failed})
+        assert calls[2] == rest, failure
+        assert failure["hub"] == {"subscribers": 3, "channels": sorted(["a", *rest])}, failure
+        ids = failure["published"]
+        assert failure["got"] == {name: [ids[name]] for name in ["a", *rest]}, failure
+        assert failure["after_close"] == empty, failure
 
     if mode == "gevent":
         cancel = got["cancel"]

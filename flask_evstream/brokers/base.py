@@ -238,33 +238,40 @@ class Broker(abc.ABC):
             for entry in batch:
                 entry.state = _TAKEN
         new: list[str] = []
-        added: list[Subscriber] = []
         try:
             for entry in batch:
-                added.append(entry.subscriber)
                 new.extend(self.hub.add(entry.subscriber))
             if new:
                 self.channels_added(new)
         except BaseException:
+            # The hub first (no I/O: nothing interrupts it), so that a put-back
+            # subscriber is not in it when its turn comes.
+            gone = self._hub_remove_all([entry.subscriber for entry in batch])
             with guard:  # the others wait for their own turn
                 back = [e for e in batch if e is not own and e.state == _TAKEN]
                 for entry in back:
                     entry.state = _WAITING
                 queue.extendleft(reversed(back))
-            for subscriber in added:
-                gone = self.hub.remove(subscriber)
-                if gone:
-                    self.channels_removed(gone)
+            if gone:
+                self.channels_removed(gone)
             raise
         with guard:
-            cancelled = [entry for entry in batch if entry.state == _CANCELLED]
+            cancelled = [entry.subscriber for entry in batch if entry.state == _CANCELLED]
             for entry in batch:
                 if entry.state == _TAKEN:
                     entry.state = _DONE
-        for entry in cancelled:  # their callers were interrupted meanwhile
-            gone = self.hub.remove(entry.subscriber)
+        if cancelled:  # their callers were interrupted meanwhile
+            gone = self._hub_remove_all(cancelled)
             if gone:
                 self.channels_removed(gone)
+
+    def _hub_remove_all(self, subscribers: list[Subscriber]) -> list[str]:
+        """Take ``subscribers`` out of the hub; return the channels left
+        with no subscriber."""
+        gone: list[str] = []
+        for subscriber in subscribers:
+            gone.extend(self.hub.remove(subscriber))
+        return gone
 
     def hub_remove(self, subscriber: Subscriber) -> None:
         """Unregister a local subscriber."""

@@ -2,16 +2,20 @@
 memory broker or Redis: run by the tests as ``python registration_batch.py
 URL MODE``; prints one JSON line of results.
 
-While one registration is held inside ``channels_added``, more subscribers
-arrive; each state is reached by lockstep (the queue's length, the gate's
-``entered`` event), never by sleeping.
+Each state is reached by lockstep (the queue's length, a held call's
+``entered`` event, the registration lock held by the script), never by
+sleeping.
 
-1. "batch": four subscribers wait behind the held one (three new channels
-   and one the held one has). The next registration takes all four: one
-   ``channels_added`` with the three new channels. Each subscriber then gets
-   the event published on its channel.
+1. "batch": four subscribers queue up (three new channels, one the first
+   subscriber has; each resumes from id 0). The next registration takes all
+   four: one ``channels_added`` with the three new channels, held while
+   events are published. No subscriber returns before that call is done,
+   and each gets every event of its channels once: history, events
+   published during the held call, then live.
 2. "failure": the batch's ``channels_added`` raises. Only the caller that
    ran it fails; the others register in the call after, and get events.
+   "failure in cleanup": the same, and the ``channels_removed`` of its
+   cleanup raises too; the others still register.
 3. "cancel" (gevent only): greenlets killed while their registration waits
    in the queue, while a held batch registers it, and after the batch has
    registered it but before it returned. None is left in the hub.
@@ -40,19 +44,19 @@ Base = MemoryBroker if URL.startswith("memory:") else RedisBroker
 class Gated(Base):
     """Records every channels_added and channels_removed; holds the
     channels_added numbered ``hold`` at ``gate`` and the channels_removed
-    numbered ``hold_removed`` at ``removed_gate``, and makes the
-    channels_added numbered ``fail`` raise."""
+    numbered ``hold_removed`` at ``removed_gate``; makes the channels_added
+    numbered ``fail`` and the channels_removed numbered ``fail_removed``
+    raise."""
 
-    def __init__(self, hold, fail=None, hold_removed=None, prefix=""):
+    def __init__(self, prefix, hold=None, fail=None, hold_removed=None, fail_removed=None):
         if Base is RedisBroker:
             super().__init__(URL, history=10, prefix=prefix)
         else:
             super().__init__(history=10)
         self.calls = []
         self.removed = []
-        self.hold = hold
-        self.fail = fail
-        self.hold_removed = hold_removed
+        self.hold, self.fail = hold, fail
+        self.hold_removed, self.fail_removed = hold_removed, fail_removed
         self.entered = threading.Event()
         self.gate = threading.Event()
         self.removed_entered = threading.Event()
@@ -72,6 +76,8 @@ class Gated(Base):
         if len(self.removed) == self.hold_removed:
             self.removed_entered.set()
             assert self.removed_gate.wait(10), "the gate was not opened"
+        if len(self.removed) == self.fail_removed:
+            raise RuntimeError("channels_removed failed")
         super().channels_removed(channels)
 
 
@@ -82,10 +88,17 @@ def until(condition, what, timeout=10.0):
         time.sleep(0.001)
 
 
-def subscribe(broker, name, channels, out):
-    """Open a live subscription as ``out[name]``, or its error's repr."""
+def subscribe(broker, name, channels, out, after=None):
+    """Open a subscription as ``out[name]`` (live, or resuming after id
+    ``after``), or its error's repr."""
     try:
-        sub = Subscription(broker, channels, after=None, last_event_id=None, queue_size=100)
+        sub = Subscription(
+            broker,
+            channels,
+            after=after,
+            last_event_id=None if after is None else str(after),
+            queue_size=100,
+        )
         sub.wait_started(1)
         out[name] = sub
     except Exception as e:
@@ -138,41 +151,51 @@ def close_all(broker, publisher, subs):
     return state
 
 
-def pair(hold, fail=None, hold_removed=None, name=""):
-    broker = Gated(hold, fail, hold_removed, prefix=f"batch-{name}-{MODE}")
+def pair(name, **gates):
+    broker = Gated(f"batch-{name}-{MODE}", **gates)
     publisher = (
         broker if Base is MemoryBroker else RedisBroker(URL, history=10, prefix=broker.prefix)
     )
     return broker, publisher
 
 
-def queue_behind(broker, subs, followers):
+def queue_behind(broker, subs, followers, after=None):
     """Start each follower and wait until it is queued."""
     threads = []
     for i, (name, channels) in enumerate(followers):
-        threads.append(run(subscribe, broker, name, channels, subs))
+        threads.append(run(subscribe, broker, name, channels, subs, after))
         until(lambda n=i + 1: len(broker._queue) == n, f"{i + 1} registrations queued")
     return threads
 
 
 def scenario_batch():
-    broker, publisher = pair(hold=1, name="batch")
+    broker, publisher = pair("batch", hold=2)
     subs = {}
-    first = run(subscribe, broker, "a", ("a",), subs)
-    assert broker.entered.wait(10)
+    subscribe(broker, "a", ("a",), subs)  # the first call, not held
+    before = publisher.publish("a", "x", event=None, id=None)
     followers = [("b", ("b",)), ("c", ("c",)), ("d+a", ("d", "a")), ("b again", ("b",))]
-    threads = queue_behind(broker, subs, followers)
+    with broker._registration_lock():  # they queue up behind it
+        threads = queue_behind(broker, subs, followers, after=0)
+    assert broker.entered.wait(10)  # the batch's channels_added, held
+    during = {channel: publisher.publish(channel, "x", event=None, id=None) for channel in "bcd"}
+    returned = sorted(set(subs) - {"a"})  # before the held call is done: none
     broker.gate.set()
-    for thread in [first, *threads]:
+    for thread in threads:
         thread.join(10)
-    result = {"calls": list(broker.calls), "hub": hub_state(broker)}
+    result = {
+        "calls": list(broker.calls),
+        "returned_while_held": returned,
+        "hub": hub_state(broker),
+        "before": before,
+        "during": during,
+    }
     result["published"], result["got"] = deliveries(publisher, subs, "abcd")
     result["after_close"] = close_all(broker, publisher, subs)
     return result
 
 
-def scenario_failure():
-    broker, publisher = pair(hold=1, fail=2, name="failure")
+def scenario_failure(**gates):
+    broker, publisher = pair("failure" + "-cleanup" * bool(gates), hold=1, fail=2, **gates)
     subs = {}
     first = run(subscribe, broker, "a", ("a",), subs)
     assert broker.entered.wait(10)
@@ -203,7 +226,7 @@ def inside(greenlet, function):
 def scenario_cancel():
     import gevent
 
-    broker, publisher = pair(hold=2, hold_removed=1, name="cancel")
+    broker, publisher = pair("cancel", hold=2, hold_removed=1)
     subs = {}
     subscribe(broker, "a", ("a",), subs)  # the first call, not held
     lock = broker._registration_lock()
@@ -240,7 +263,11 @@ def scenario_cancel():
     return result
 
 
-results = {"batch": scenario_batch(), "failure": scenario_failure()}
+results = {
+    "batch": scenario_batch(),
+    "failure": scenario_failure(),
+    "failure in cleanup": scenario_failure(fail_removed=1),
+}
 if MODE == "gevent":
     results["cancel"] = scenario_cancel()
 print(json.dumps(results))
