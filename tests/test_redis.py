@@ -570,22 +570,27 @@ broker.close()
     assert result.stdout.strip() == "Greenlet [('g1', '1'), ('g1', '3'), ('g2', '2')]"
 
 
-@pytest.mark.parametrize("mode", ["threads", "gevent"])
-def test_registration_races(server: RedisServer, mode: str) -> None:
-    """A second subscriber never reads its history before the first one's
-    channel is set up in the reader, and a channel being removed is not
-    removed under a new subscriber (tests/scripts/registration_race.py)."""
+def script_result(name: str, *args: str) -> t.Any:
+    """Run ``tests/scripts/NAME ARGS...``; the JSON of its last line."""
     import json
 
     result = subprocess.run(
-        [sys.executable, str(ROOT / "tests/scripts/registration_race.py"), server.url, mode],
+        [sys.executable, str(ROOT / "tests/scripts" / name), *args],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
     )
     assert result.returncode == 0, result.stderr
-    races = json.loads(result.stdout.strip().splitlines()[-1])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("mode", ["threads", "gevent"])
+def test_registration_races(server: RedisServer, mode: str) -> None:
+    """A second subscriber never reads its history before the first one's
+    channel is set up in the reader, and a channel being removed is not
+    removed under a new subscriber (tests/scripts/registration_race.py)."""
+    races = script_result("registration_race.py", server.url, mode)
     add, remove = races["add"], races["remove"]
     assert add["got"] == add["expected"] and not add["gap"], add
     assert remove["got"] == remove["expected"] and remove["subscribers"] == 1, remove
@@ -602,18 +607,8 @@ def test_registrations_that_wait_share_one_channels_added(
     fails its caller only, even when its cleanup fails too, and a greenlet
     killed while it waits, while its batch runs or after, leaves nothing
     behind (tests/scripts/registration_batch.py)."""
-    import json
-
     url = "memory://" if broker == "memory" else server.url
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "tests/scripts/registration_batch.py"), url, mode],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr
-    got = json.loads(result.stdout.strip().splitlines()[-1])
+    got = script_result("registration_batch.py", url, mode)
     empty = {"subscribers": 0, "channels": []}
 
     batch = got["batch"]

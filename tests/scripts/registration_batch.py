@@ -22,7 +22,6 @@ sleeping.
 """
 
 import json
-import re
 import sys
 
 if sys.argv[2] == "gevent":
@@ -32,6 +31,8 @@ if sys.argv[2] == "gevent":
 
 import threading
 import time
+
+from taken import take_until
 
 from flask_evstream.brokers.memory import MemoryBroker
 from flask_evstream.brokers.redis import RedisBroker
@@ -111,15 +112,9 @@ def run(target, *args):
     return thread
 
 
-def ids(sub, until_id, timeout=5.0):
-    """The ids the subscription yields, until ``until_id`` or the timeout."""
-    got = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and f"id: {until_id}\n".encode() not in got:
-        chunk = sub.take(0.1)
-        if chunk:
-            got += chunk
-    return [int(n) for n in re.findall(rb"^id: (\d+)$", got, re.M)]
+def ids(sub, until_id):
+    """The ids the subscription yields, until ``until_id`` or 5 s."""
+    return take_until(sub, until_id)[1]
 
 
 def hub_state(broker):

@@ -12,7 +12,6 @@ MODE``; prints one JSON line of results.
 """
 
 import json
-import re
 import sys
 
 if sys.argv[2] == "gevent":
@@ -21,7 +20,8 @@ if sys.argv[2] == "gevent":
     monkey.patch_all()
 
 import threading
-import time
+
+from taken import take_until
 
 from flask_evstream.brokers.redis import RedisBroker
 from flask_evstream.channels import Subscription
@@ -73,15 +73,11 @@ def subscription(broker, channel, after):
     return sub
 
 
-def ids(sub, until, timeout=5.0):
-    """The ids the subscription yields, until ``until`` or the timeout."""
-    got = b""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and f"id: {until}\n".encode() not in got:
-        chunk = sub.take(0.1)
-        if chunk:
-            got += chunk
-    return [int(n) for n in re.findall(rb"^id: (\d+)$", got, re.M)], b"evstream-gap" in got
+def ids(sub, until):
+    """The ids the subscription yields, until ``until`` or 5 s, and whether
+    the gap event came."""
+    got, found = take_until(sub, until)
+    return found, b"evstream-gap" in got
 
 
 def run(target):
