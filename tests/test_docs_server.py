@@ -95,6 +95,15 @@ class Command:
             self._log.flush()
         return self.log_path.read_text(errors="replace")
 
+    def log_count(self, text: str, wanted: int, within: float = 30.0) -> int:
+        """How often ``text`` is in the log, once it is there ``wanted``
+        times or ``within`` seconds have passed (a server is ready when its
+        first worker answers; the others may still be booting)."""
+        deadline = time.monotonic() + within
+        while (found := self.log().count(text)) < wanted and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return found
+
     def stop(self) -> None:
         end(self.proc, 30, group=True)  # bash and what it started
         self._log.close()
@@ -248,7 +257,7 @@ def test_news_on_four_workers_with_redis(
 ) -> None:
     redis_server.admin.flushall()
     command, url = news_command(run_command, "sh-redis-workers", redis_server.url)
-    assert command.log().count("Booting worker") == 4
+    assert command.log_count("Booting worker", 4) == 4, command.log()
     got = read_first_events(
         [url + "/news/stream"] * 12,
         lambda: httpx.post(url + "/news", data={"title": "to every worker"}).raise_for_status(),
